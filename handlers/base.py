@@ -1,0 +1,175 @@
+"""The handlers' common ground: JSON in, JSON out, one map from errors to statuses."""
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from tornado.web import HTTPError, RequestHandler, stream_request_body
+
+from store import (
+    Conflict,
+    ImageStore,
+    InvalidInput,
+    NotFound,
+    StorageFull,
+    StorageUnavailable,
+    StoreError,
+    TooLarge,
+    UnsupportedMedia,
+)
+
+log = logging.getLogger("imagestore.http")
+
+# The one place where a domain error becomes an HTTP status.
+STATUS_OF_ERROR: dict[type[StoreError], int] = {
+    InvalidInput: 400,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    UnsupportedMedia: 415,
+    StorageUnavailable: 503,
+    StorageFull: 507,
+}
+
+# JSON request bodies are a few names long; anything bigger is a mistake or abuse.
+JSON_BODY_LIMIT = 64 * 1024
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+
+
+def http_error(status: int, message: str) -> HTTPError:
+    """An HTTPError whose message reaches the client as ``{"error": message}``."""
+    return HTTPError(status, "%s", message)
+
+
+def status_of(err: BaseException) -> int:
+    for cls in type(err).__mro__:
+        if cls in STATUS_OF_ERROR:
+            return STATUS_OF_ERROR[cls]
+    return 500
+
+
+class RequestTracker:
+    """Counts requests in flight, so that shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+    async def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.active
+
+
+@stream_request_body
+class APIHandler(RequestHandler):
+    """Base of every /api handler.
+
+    Bodies are streamed so that limits are enforced before they are read; JSON
+    handlers get theirs, bounded, from ``json_body``.
+    """
+
+    store: ImageStore
+
+    def initialize(self, store: ImageStore) -> None:
+        self.store = store
+        self._body = bytearray()
+        self._tracker: RequestTracker = self.settings["requests"]
+        self._tracker.active += 1
+        self._tracked = True
+
+    def _untrack(self) -> None:
+        if self._tracked:
+            self._tracked = False
+            self._tracker.active -= 1
+
+    def on_finish(self) -> None:
+        self._untrack()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._untrack()
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", API_CSP)
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> None:
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > JSON_BODY_LIMIT:
+            raise http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._body += chunk
+        if len(self._body) > JSON_BODY_LIMIT:
+            self.fail(http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes"))
+
+    def fail(self, err: BaseException) -> None:
+        """Answer with ``err`` now, from a place where raising would not reach
+        Tornado's error handling (``data_received``). Tornado then drops the
+        rest of the body and closes the connection."""
+        if not self._finished:
+            self.log_exception(type(err), err, err.__traceback__)
+            self.send_error(exc_info=(type(err), err, err.__traceback__))
+
+    def json_body(self, field: str) -> Any:
+        """The value of ``field`` in the request's JSON object body, a string."""
+        try:
+            body = json.loads(self._body)
+        except (ValueError, UnicodeDecodeError):
+            raise http_error(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise http_error(400, "the request body must be a JSON object")
+        if field not in body:
+            raise http_error(400, f'the field "{field}" is missing from the request body')
+        if not isinstance(body[field], str):
+            raise http_error(400, f'the field "{field}" must be a string')
+        return body[field]
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], StoreError):
+            status_code = status_of(exc_info[1])
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        err = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(err, StoreError):
+            message = str(err)
+        elif isinstance(err, HTTPError) and err.log_message and status_code < 500:
+            message = err.log_message % err.args if err.args else err.log_message
+        elif status_code == 404:
+            message = "no such endpoint"
+        elif status_code == 405:
+            message = f"method {self.request.method} is not allowed here"
+        elif status_code >= 500 and status_code not in (503, 507):
+            message = "internal server error"
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": message}))
+
+    def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 (Tornado's signature)
+        if isinstance(value, StoreError):
+            level = logging.WARNING if status_of(value) >= 500 else logging.INFO
+            log.log(level, "%s %s -> %d: %s", self.request.method, self.request.path,
+                    status_of(value), value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def write_json(self, payload: dict) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+
+
+class NotFoundHandler(APIHandler):
+    """Anything under no route: a JSON 404, never an HTML page."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)

@@ -1,0 +1,168 @@
+"""/api/v1/albums/{album}/images and /api/v1/albums/{album}/images/{image}."""
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from tornado.httputil import format_timestamp
+from tornado.iostream import StreamClosedError
+
+from handlers.base import APIHandler, http_error
+from handlers.bodies import MULTIPART_OVERHEAD, MultipartImageBody, RawImageBody
+from handlers.transfer import content_disposition, etag_matches, not_modified_since, parse_range
+
+log = logging.getLogger("imagestore.http")
+
+# Tornado's own body limit would answer a bare "400" for an oversized chunked
+# body; ours counts the bytes itself and answers a JSON 413, so Tornado's is
+# lifted for uploads.
+NO_TORNADO_LIMIT = 1 << 62
+
+
+class UploadingHandler(APIHandler):
+    """Streams an upload's body into the store as it arrives."""
+
+    _image_body: RawImageBody | MultipartImageBody | None = None
+
+    def initialize(self, **kwargs: Any) -> None:
+        super().initialize(**kwargs)
+        self._received = 0
+        self._body_limit = 0
+
+    async def start_upload(self, album: str, image: str | None) -> None:
+        """Refuse what can be refused before the body is read, then get ready for it.
+
+        ``image`` is the name from the URL (raw PUT), or None when the name comes
+        inside a multipart body.
+        """
+        self._body_limit = self.store.max_upload_bytes + (MULTIPART_OVERHEAD if image is None else 0)
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._body_limit:
+            raise http_error(413, self._too_large())
+        album = await self.store.require_album(album)
+        if image is None:
+            body = MultipartImageBody(self.store, album, self.request.headers.get("Content-Type", ""))
+        else:
+            body = RawImageBody(await self.store.begin_upload(album, image))
+        self._image_body = body
+        self.request.connection.set_max_body_size(NO_TORNADO_LIMIT)
+
+    def _too_large(self) -> str:
+        return f"the image is larger than the limit of {self.store.max_upload_bytes} bytes"
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._image_body is None:
+            return super().data_received(chunk)
+        if self._finished:
+            return
+        self._received += len(chunk)
+        try:
+            if self._received > self._body_limit:
+                raise http_error(413, self._too_large())
+            await self._image_body.feed(chunk)
+        except Exception as err:  # any failure ends the upload: answer now, keep nothing
+            self._image_body.abort()
+            self.fail(err)
+
+    async def finish_upload(self) -> None:
+        record = await self._image_body.finish()
+        self.write_json({"message": f"{record.name} image added to album {record.album}"})
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self._image_body is not None:
+            self._image_body.abort()
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        if self._image_body is not None:
+            self._image_body.abort()
+
+
+class ImagesHandler(UploadingHandler):
+    async def prepare(self) -> None:
+        if self.request.method == "POST":
+            await self.start_upload(self.path_args[0], None)
+        else:
+            super().prepare()
+
+    async def get(self, album: str) -> None:
+        self.write_json({"imageList": await self.store.list_images(album)})
+
+    async def post(self, album: str) -> None:
+        await self.finish_upload()
+
+
+class ImageHandler(UploadingHandler):
+    async def prepare(self) -> None:
+        if self.request.method == "PUT":
+            await self.start_upload(*self.path_args)
+        else:
+            super().prepare()
+
+    async def put(self, album: str, image: str) -> None:
+        await self.finish_upload()
+
+    async def delete(self, album: str, image: str) -> None:
+        album, image = await self.store.delete_image(album, image)
+        self.write_json({"message": f"{image} image deleted from album {album}"})
+
+    async def patch(self, album: str, image: str) -> None:
+        old, new = await self.store.rename_image(album, image, self.json_body("imageName"))
+        self.write_json({"message": f"{old} image modified to {new}"})
+
+    async def get(self, album: str, image: str) -> None:
+        await self._send_image(album, image, include_body=True)
+
+    async def head(self, album: str, image: str) -> None:
+        await self._send_image(album, image, include_body=False)
+
+    async def _send_image(self, album: str, image: str, include_body: bool) -> None:
+        reader = await self.store.open_image(album, image)
+        try:
+            record = reader.record
+            etag = f'"{record.sha256}"'
+            last_modified = datetime.fromtimestamp(int(record.created_at), timezone.utc)
+            self.set_header("ETag", etag)
+            self.set_header("Last-Modified", last_modified)
+            self.set_header("Cache-Control", "no-cache")
+            self.set_header("Accept-Ranges", "bytes")
+            if self._not_modified(etag, last_modified):
+                self.set_status(304)
+                self.finish()
+                return
+            self.set_header("Content-Type", record.content_type)
+            attachment = self.get_query_argument("download", "") not in ("", "0", "false")
+            self.set_header("Content-Disposition", content_disposition(record.name, attachment))
+            wanted = self._range(etag, last_modified, record.size)
+            if wanted is False:
+                self.set_status(416)
+                self.set_header("Content-Range", f"bytes */{record.size}")
+                self.write_json({"error": f"the range is outside the image's {record.size} bytes"})
+                return
+            start, end = wanted or (0, record.size)
+            if wanted:
+                self.set_status(206)
+                self.set_header("Content-Range", f"bytes {start}-{end - 1}/{record.size}")
+            self.set_header("Content-Length", end - start)
+            if include_body:
+                async for chunk in reader.chunks(start, end):
+                    self.write(chunk)
+                    await self.flush()
+            self.finish()
+        except StreamClosedError:
+            log.debug("client went away during the download of %s/%s", album, image)
+        finally:
+            reader.close()
+
+    def _not_modified(self, etag: str, last_modified: datetime) -> bool:
+        if_none_match = self.request.headers.get("If-None-Match")
+        if if_none_match is not None:
+            return etag_matches(if_none_match, etag)
+        return not_modified_since(self.request.headers.get("If-Modified-Since"), last_modified)
+
+    def _range(self, etag: str, last_modified: datetime, size: int) -> tuple[int, int] | None | bool:
+        if_range = self.request.headers.get("If-Range")
+        if if_range is not None and if_range not in (etag, format_timestamp(last_modified)):
+            return None  # the client's copy is stale: send the whole image
+        return parse_range(self.request.headers.get("Range"), size)

@@ -1,0 +1,238 @@
+"""The SQLite catalog: albums and images, and nothing else of the disk.
+
+Writes happen on one connection that the store only uses from its single writer
+thread (every commit is fsynced, so it must not run on the IOLoop); reads use a
+second connection, which WAL lets run beside the writer without waiting.
+"""
+
+import contextlib
+import errno
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
+
+# Each entry moves the schema one version up; PRAGMA user_version records where a
+# catalog stands. Never edit a released entry: append a new one.
+MIGRATIONS = (
+    """
+    CREATE TABLE albums (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE images (
+        id           INTEGER PRIMARY KEY,
+        album_id     INTEGER NOT NULL REFERENCES albums(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        sha256       TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        blob_key     TEXT NOT NULL UNIQUE,
+        UNIQUE (album_id, name)
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    album: str
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    created_at: float
+    blob_key: str
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Turn SQLite's failures into the store's domain errors."""
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise StorageFull("the disk is full: the catalog cannot record the change") from err
+        raise StorageUnavailable(f"the catalog is unavailable: {err}") from err
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("the disk is full") from err
+        raise StorageUnavailable(f"storage error: {err.strerror}") from err
+
+
+class Catalog:
+    def __init__(self, path: str) -> None:
+        self._writer = _connect(path)
+        self._migrate()
+        self._reader = _connect(path)
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+    def _migrate(self) -> None:
+        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"the catalog has schema version {version}, newer than this program's "
+                f"{SCHEMA_VERSION}: upgrade imagestore"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self._transaction() as tx:
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        tx.execute(statement)
+                tx.execute(f"PRAGMA user_version={number + 1}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with _storage_errors():
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    # --- reads (any thread that owns the reader: the IOLoop's) -------------------
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with _storage_errors():
+            return self._reader.execute(sql, args).fetchall()
+
+    def album_names(self) -> list[str]:
+        return [row[0] for row in self._read("SELECT name FROM albums ORDER BY name")]
+
+    def album_exists(self, album: str) -> bool:
+        return bool(self._read("SELECT 1 FROM albums WHERE name = ?", (album,)))
+
+    def image_names(self, album: str) -> list[str]:
+        rows = self._read(
+            "SELECT i.name FROM albums a LEFT JOIN images i ON i.album_id = a.id "
+            "WHERE a.name = ? ORDER BY i.name",
+            (album,),
+        )
+        if not rows:
+            raise NotFound(f"album {album} does not exist")
+        return [row[0] for row in rows if row[0] is not None]
+
+    def image_exists(self, album: str, image: str) -> bool:
+        return bool(
+            self._read(
+                "SELECT 1 FROM images i JOIN albums a ON i.album_id = a.id "
+                "WHERE a.name = ? AND i.name = ?",
+                (album, image),
+            )
+        )
+
+    def find_image(self, album: str, image: str) -> ImageRecord:
+        rows = self._read(
+            "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, i.blob_key "
+            "FROM images i JOIN albums a ON i.album_id = a.id WHERE a.name = ? AND i.name = ?",
+            (album, image),
+        )
+        if not rows:
+            if not self.album_exists(album):
+                raise NotFound(f"album {album} does not exist")
+            raise NotFound(f"image {image} does not exist in album {album}")
+        return ImageRecord(*rows[0])
+
+    def all_blob_keys(self) -> set[str]:
+        return {row[0] for row in self._read("SELECT blob_key FROM images")}
+
+    # --- writes (the store's single writer thread only) -------------------------
+
+    def _album_id(self, tx: sqlite3.Connection, album: str) -> int:
+        row = tx.execute("SELECT id FROM albums WHERE name = ?", (album,)).fetchone()
+        if row is None:
+            raise NotFound(f"album {album} does not exist")
+        return row[0]
+
+    def create_album(self, album: str) -> None:
+        with self._transaction() as tx:
+            try:
+                tx.execute(
+                    "INSERT INTO albums (name, created_at) VALUES (?, ?)", (album, time.time())
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"album {album} already exists") from None
+
+    def delete_album(self, album: str) -> list[str]:
+        """Delete the album and its images; return the blob keys to remove."""
+        with self._transaction() as tx:
+            album_id = self._album_id(tx, album)
+            keys = [
+                row[0]
+                for row in tx.execute("SELECT blob_key FROM images WHERE album_id = ?", (album_id,))
+            ]
+            tx.execute("DELETE FROM albums WHERE id = ?", (album_id,))
+        return keys
+
+    def rename_album(self, album: str, new_name: str) -> None:
+        with self._transaction() as tx:
+            album_id = self._album_id(tx, album)
+            try:
+                tx.execute("UPDATE albums SET name = ? WHERE id = ?", (new_name, album_id))
+            except sqlite3.IntegrityError:
+                raise Conflict(f"album {new_name} already exists") from None
+
+    def add_image(self, record: ImageRecord) -> None:
+        with self._transaction() as tx:
+            album_id = self._album_id(tx, record.album)
+            try:
+                tx.execute(
+                    "INSERT INTO images (album_id, name, size, sha256, content_type, created_at,"
+                    " blob_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        album_id,
+                        record.name,
+                        record.size,
+                        record.sha256,
+                        record.content_type,
+                        record.created_at,
+                        record.blob_key,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(
+                    f"image {record.name} already exists in album {record.album}"
+                ) from None
+
+    def _image_id(self, tx: sqlite3.Connection, album: str, image: str) -> tuple[int, str]:
+        album_id = self._album_id(tx, album)
+        row = tx.execute(
+            "SELECT id, blob_key FROM images WHERE album_id = ? AND name = ?", (album_id, image)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"image {image} does not exist in album {album}")
+        return row
+
+    def delete_image(self, album: str, image: str) -> str:
+        """Delete the image's row; return its blob key to remove."""
+        with self._transaction() as tx:
+            image_id, blob_key = self._image_id(tx, album, image)
+            tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        return blob_key
+
+    def rename_image(self, album: str, image: str, new_name: str) -> None:
+        with self._transaction() as tx:
+            image_id, _ = self._image_id(tx, album, image)
+            try:
+                tx.execute("UPDATE images SET name = ? WHERE id = ?", (new_name, image_id))
+            except sqlite3.IntegrityError:
+                raise Conflict(f"image {new_name} already exists in album {album}") from None

@@ -1,0 +1,119 @@
+"""Fixtures: a real imagestore listening on a free port, over a real data folder."""
+
+import json
+import os
+import sys
+import uuid
+from urllib.parse import quote
+
+import pytest
+from tornado.httpclient import HTTPResponse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from handlers import make_app  # noqa: E402
+from store import ImageStore  # noqa: E402
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "image-db"
+
+
+@pytest.fixture
+def max_upload_bytes():
+    return 1 << 30
+
+
+@pytest.fixture
+def store(data_dir, max_upload_bytes):
+    image_store = ImageStore(str(data_dir), max_upload_bytes)
+    yield image_store
+    image_store.close()
+
+
+@pytest.fixture
+def app(store):
+    return make_app(store)
+
+
+def multipart_body(filename: str, data: bytes, field: str = "file", boundary: str | None = None,
+                   extra_fields: dict[str, str] | None = None) -> tuple[str, bytes]:
+    """(Content-Type, body) of a multipart/form-data request carrying one file."""
+    boundary = boundary or uuid.uuid4().hex
+    parts = []
+    for name, value in (extra_fields or {}).items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode() + b"\r\n"
+        )
+    escaped = filename.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{escaped}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+class Api:
+    """A thin client of the live service: every call returns the real response."""
+
+    def __init__(self, http_client, base_url: str) -> None:
+        self.http = http_client
+        self.base = base_url + "/api/v1"
+
+    @staticmethod
+    def path(*names: str) -> str:
+        return "/".join(quote(name, safe="") for name in names)
+
+    async def request(self, method: str, path: str, body=None, headers=None, **kwargs) -> HTTPResponse:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        return await self.http.fetch(
+            self.base + path, method=method, body=body, headers=headers, raise_error=False,
+            allow_nonstandard_methods=True, request_timeout=120, **kwargs,
+        )
+
+    async def create_album(self, album: str) -> HTTPResponse:
+        return await self.request("POST", "/albums", {"albumName": album})
+
+    async def upload(self, album: str, filename: str, data: bytes, **kwargs) -> HTTPResponse:
+        content_type, body = multipart_body(filename, data, **kwargs)
+        return await self.request("POST", f"/albums/{self.path(album)}/images", body,
+                                  headers={"Content-Type": content_type})
+
+    async def put_image(self, album: str, image: str, data: bytes, headers=None) -> HTTPResponse:
+        return await self.request("PUT", f"/albums/{self.path(album, 'images', image)}", data,
+                                  headers=headers)
+
+    async def download(self, album: str, image: str, headers=None, method="GET") -> HTTPResponse:
+        return await self.request(method, f"/albums/{self.path(album, 'images', image)}",
+                                  headers=headers)
+
+    async def list_images(self, album: str) -> HTTPResponse:
+        return await self.request("GET", f"/albums/{self.path(album)}/images")
+
+
+def body_json(response: HTTPResponse):
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    return json.loads(response.body)
+
+
+@pytest.fixture
+def api(http_client, base_url):
+    return Api(http_client, base_url)
+
+
+def files_under(folder) -> list[str]:
+    """Every file below ``folder``, relative, sorted."""
+    found = []
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            found.append(os.path.relpath(os.path.join(dirpath, name), folder))
+    return sorted(found)

@@ -1,0 +1,56 @@
+"""Small, valid test images of every accepted format, made in code."""
+
+import struct
+import zlib
+
+
+def png(width: int = 1, height: int = 1, padding: int = 0) -> bytes:
+    """A real PNG; ``padding`` adds an ancillary chunk to reach a larger size."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80\x40\x20" * width for _ in range(height))
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    if padding:
+        body += chunk(b"teXt", b"pad\x00" + b"x" * padding)
+    body += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
+GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+WEBP = b"RIFF" + struct.pack("<I", 26) + b"WEBPVP8L" + struct.pack("<I", 14) + b"\x2f" + b"\x00" * 13
+BMP = b"BM" + struct.pack("<IHHI", 58, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 1, 1, 1, 24, 0, 4, 0, 0, 0, 0) + b"\x00\x00\xff\x00"
+TIFF = b"II*\x00\x08\x00\x00\x00" + b"\x00" * 32
+ICO = b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00\x01\x00\x20\x00" + b"\x00" * 32
+
+
+def _ftyp(brand: bytes) -> bytes:
+    box = b"ftyp" + brand + b"\x00\x00\x00\x00" + brand + b"mif1"
+    return struct.pack(">I", len(box) + 4) + box + b"\x00" * 32
+
+
+AVIF = _ftyp(b"avif")
+HEIC = _ftyp(b"heic")
+
+ACCEPTED = {
+    "image/png": png(),
+    "image/jpeg": JPEG,
+    "image/gif": GIF,
+    "image/webp": WEBP,
+    "image/bmp": BMP,
+    "image/tiff": TIFF,
+    "image/x-icon": ICO,
+    "image/avif": AVIF,
+    "image/heic": HEIC,
+}
+
+SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+NOT_IMAGES = {
+    "svg": SVG,
+    "text": b"hello, this is not an image\n" * 10,
+    "html": b"<!doctype html><html><body>hi</body></html>",
+    "pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 100,
+    "zip": b"PK\x03\x04" + b"\x00" * 100,
+}
