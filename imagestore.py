@@ -30,7 +30,9 @@ async def serve(settings: Settings) -> int:
     try:
         server.listen(settings.port, settings.address)
     except OSError as err:
-        log.error("cannot listen on %s:%d: %s", settings.address or "*", settings.port, err.strerror)
+        log.error(
+            "cannot listen on %s:%d: %s", settings.address or "*", settings.port, err.strerror
+        )
         store.close()
         return 1
 
@@ -40,17 +42,23 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stopping.set)
     log.info(
         "imagestore %s serving %s/api/v1 (data in %s, uploads up to %d bytes)",
-        VERSION, settings.advertised_url, store.data_dir, settings.max_upload_bytes,
+        VERSION,
+        settings.advertised_url,
+        store.data_dir,
+        settings.max_upload_bytes,
     )
     await stopping.wait()
 
-    log.info("shutting down: no new connections; waiting up to %.0fs for requests in flight",
-             settings.shutdown_grace_seconds)
+    log.info(
+        "shutting down: no new connections; waiting up to %.0fs for requests in flight",
+        settings.shutdown_grace_seconds,
+    )
     server.stop()
     tracker = app.settings["requests"]
     if not await tracker.wait_idle(settings.shutdown_grace_seconds):
-        log.warning("%d request(s) still running after the grace period: cutting them",
-                    tracker.active)
+        log.warning(
+            "%d request(s) still running after the grace period: cutting them", tracker.active
+        )
     try:
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
     except TimeoutError:

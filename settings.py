@@ -7,8 +7,17 @@ from dataclasses import dataclass
 
 VERSION = "0.1.0"
 
-_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
-          "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+_UNITS = {
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
 
 
 def parse_size(text: str) -> int:
@@ -50,11 +59,19 @@ _OPTIONS = (
     ("--port", "IMAGESTORE_PORT", int, "TCP port to serve on"),
     ("--address", "IMAGESTORE_ADDRESS", str, "address to bind (empty: every interface)"),
     ("--data", "IMAGESTORE_DATA", str, "data folder: catalog and image files (created if missing)"),
-    ("--max-upload-bytes", "IMAGESTORE_MAX_UPLOAD_BYTES", parse_size,
-     "largest image accepted, in bytes or with a unit (512MiB, 1GiB)"),
+    (
+        "--max-upload-bytes",
+        "IMAGESTORE_MAX_UPLOAD_BYTES",
+        parse_size,
+        "largest image accepted, in bytes or with a unit (512MiB, 1GiB)",
+    ),
     ("--host-ip", "HOSTIP", str, "address advertised in the start-up log"),
-    ("--shutdown-grace-seconds", "IMAGESTORE_SHUTDOWN_GRACE_SECONDS", _positive_float,
-     "on SIGTERM/SIGINT, how long requests in flight may take to finish"),
+    (
+        "--shutdown-grace-seconds",
+        "IMAGESTORE_SHUTDOWN_GRACE_SECONDS",
+        _positive_float,
+        "on SIGTERM/SIGINT, how long requests in flight may take to finish",
+    ),
     ("--log-level", "IMAGESTORE_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -77,7 +94,10 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
             except (ValueError, argparse.ArgumentTypeError) as err:
                 parser.error(f"{env}={environ[env]!r}: {err}")
         parser.add_argument(
-            flag, dest=field, type=kind, default=default,
+            flag,
+            dest=field,
+            type=kind,
+            default=default,
             help=f"{help_text} [{env}; default: {getattr(defaults, field)!r}]",
         )
     args = parser.parse_args(argv)

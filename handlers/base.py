@@ -158,8 +158,14 @@ class APIHandler(RequestHandler):
     def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 (Tornado's signature)
         if isinstance(value, StoreError):
             level = logging.WARNING if status_of(value) >= 500 else logging.INFO
-            log.log(level, "%s %s -> %d: %s", self.request.method, self.request.path,
-                    status_of(value), value)
+            log.log(
+                level,
+                "%s %s -> %d: %s",
+                self.request.method,
+                self.request.path,
+                status_of(value),
+                value,
+            )
         else:
             super().log_exception(typ, value, tb)
 

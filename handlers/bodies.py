@@ -60,7 +60,7 @@ class MultipartImageBody:
                     self._other_bytes += len(event)
                     if self._other_bytes > OTHER_FIELDS_LIMIT:
                         raise http_error(
-                            413, f"form fields other than \"file\" exceed {OTHER_FIELDS_LIMIT} bytes"
+                            413, f'form fields other than "file" exceed {OTHER_FIELDS_LIMIT} bytes'
                         )
         except MultipartError as err:
             raise http_error(400, f"malformed multipart body: {err}") from None

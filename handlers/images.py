@@ -1,7 +1,7 @@
 """/api/v1/albums/{album}/images and /api/v1/albums/{album}/images/{image}."""
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tornado.httputil import format_timestamp
@@ -35,13 +35,17 @@ class UploadingHandler(APIHandler):
         ``image`` is the name from the URL (raw PUT), or None when the name comes
         inside a multipart body.
         """
-        self._body_limit = self.store.max_upload_bytes + (MULTIPART_OVERHEAD if image is None else 0)
+        self._body_limit = self.store.max_upload_bytes + (
+            MULTIPART_OVERHEAD if image is None else 0
+        )
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._body_limit:
             raise http_error(413, self._too_large())
         album = await self.store.require_album(album)
         if image is None:
-            body = MultipartImageBody(self.store, album, self.request.headers.get("Content-Type", ""))
+            body = MultipartImageBody(
+                self.store, album, self.request.headers.get("Content-Type", "")
+            )
         else:
             body = RawImageBody(await self.store.begin_upload(album, image))
         self._image_body = body
@@ -122,7 +126,7 @@ class ImageHandler(UploadingHandler):
         try:
             record = reader.record
             etag = f'"{record.sha256}"'
-            last_modified = datetime.fromtimestamp(int(record.created_at), timezone.utc)
+            last_modified = datetime.fromtimestamp(int(record.created_at), UTC)
             self.set_header("ETag", etag)
             self.set_header("Last-Modified", last_modified)
             self.set_header("Cache-Control", "no-cache")
@@ -161,7 +165,9 @@ class ImageHandler(UploadingHandler):
             return etag_matches(if_none_match, etag)
         return not_modified_since(self.request.headers.get("If-Modified-Since"), last_modified)
 
-    def _range(self, etag: str, last_modified: datetime, size: int) -> tuple[int, int] | None | bool:
+    def _range(
+        self, etag: str, last_modified: datetime, size: int
+    ) -> tuple[int, int] | None | bool:
         if_range = self.request.headers.get("If-Range")
         if if_range is not None and if_range not in (etag, format_timestamp(last_modified)):
             return None  # the client's copy is stale: send the whole image

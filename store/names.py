@@ -28,7 +28,8 @@ def validate_name(raw: object, kind: str) -> str:
         raise InvalidInput(f"{kind} name must not be empty")
     if len(encoded) > MAX_NAME_BYTES:
         raise InvalidInput(
-            f"{kind} name is {len(encoded)} bytes long; the limit is {MAX_NAME_BYTES} bytes of UTF-8"
+            f"{kind} name is {len(encoded)} bytes long; "
+            f"the limit is {MAX_NAME_BYTES} bytes of UTF-8"
         )
     if name in (".", ".."):
         raise InvalidInput(f'{kind} name must not be "." or ".."')

@@ -295,7 +295,9 @@ class ImageReader:
         position = start
         while position < end:
             try:
-                chunk = os.pread(self._handle.fileno(), min(READ_CHUNK_BYTES, end - position), position)
+                chunk = os.pread(
+                    self._handle.fileno(), min(READ_CHUNK_BYTES, end - position), position
+                )
             except OSError as err:
                 raise storage_error(err) from err
             if not chunk:

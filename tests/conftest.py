@@ -39,21 +39,28 @@ def app(store):
     return make_app(store)
 
 
-def multipart_body(filename: str, data: bytes, field: str = "file", boundary: str | None = None,
-                   extra_fields: dict[str, str] | None = None) -> tuple[str, bytes]:
+def multipart_body(
+    filename: str,
+    data: bytes,
+    field: str = "file",
+    boundary: str | None = None,
+    extra_fields: dict[str, str] | None = None,
+) -> tuple[str, bytes]:
     """(Content-Type, body) of a multipart/form-data request carrying one file."""
     boundary = boundary or uuid.uuid4().hex
     parts = []
     for name, value in (extra_fields or {}).items():
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-            + value.encode() + b"\r\n"
+            + value.encode()
+            + b"\r\n"
         )
     escaped = filename.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{escaped}"\r\n'
         f"Content-Type: application/octet-stream\r\n\r\n".encode()
-        + data + b"\r\n"
+        + data
+        + b"\r\n"
     )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return f"multipart/form-data; boundary={boundary}", body
@@ -70,14 +77,22 @@ class Api:
     def path(*names: str) -> str:
         return "/".join(quote(name, safe="") for name in names)
 
-    async def request(self, method: str, path: str, body=None, headers=None, **kwargs) -> HTTPResponse:
+    async def request(
+        self, method: str, path: str, body=None, headers=None, **kwargs
+    ) -> HTTPResponse:
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
         return await self.http.fetch(
-            self.base + path, method=method, body=body, headers=headers, raise_error=False,
-            allow_nonstandard_methods=True, request_timeout=120, **kwargs,
+            self.base + path,
+            method=method,
+            body=body,
+            headers=headers,
+            raise_error=False,
+            allow_nonstandard_methods=True,
+            request_timeout=120,
+            **kwargs,
         )
 
     async def create_album(self, album: str) -> HTTPResponse:
@@ -85,16 +100,22 @@ class Api:
 
     async def upload(self, album: str, filename: str, data: bytes, **kwargs) -> HTTPResponse:
         content_type, body = multipart_body(filename, data, **kwargs)
-        return await self.request("POST", f"/albums/{self.path(album)}/images", body,
-                                  headers={"Content-Type": content_type})
+        return await self.request(
+            "POST",
+            f"/albums/{self.path(album)}/images",
+            body,
+            headers={"Content-Type": content_type},
+        )
 
     async def put_image(self, album: str, image: str, data: bytes, headers=None) -> HTTPResponse:
-        return await self.request("PUT", f"/albums/{self.path(album, 'images', image)}", data,
-                                  headers=headers)
+        return await self.request(
+            "PUT", f"/albums/{self.path(album, 'images', image)}", data, headers=headers
+        )
 
     async def download(self, album: str, image: str, headers=None, method="GET") -> HTTPResponse:
-        return await self.request(method, f"/albums/{self.path(album, 'images', image)}",
-                                  headers=headers)
+        return await self.request(
+            method, f"/albums/{self.path(album, 'images', image)}", headers=headers
+        )
 
     async def list_images(self, album: str) -> HTTPResponse:
         return await self.request("GET", f"/albums/{self.path(album)}/images")
