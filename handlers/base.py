@@ -56,6 +56,7 @@ class RequestTracker:
 
     def __init__(self) -> None:
         self.active = 0
+        self.draining = False
 
     async def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -98,7 +99,16 @@ class APIHandler(RequestHandler):
         self.set_header("Content-Security-Policy", API_CSP)
         self.set_header("Cache-Control", "no-store")
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        if self._tracker.draining:
+            # Connections kept alive from before the shutdown began: answer, then close.
+            self.set_header("Retry-After", "1")
+            self.request.connection._disconnect_on_finish = True  # Tornado has no public door
+            raise http_error(503, "the service is shutting down")
+        await self.prepare_body()
+
+    async def prepare_body(self) -> None:
+        """Get ready for the request's body; by default a small JSON document."""
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > JSON_BODY_LIMIT:
             raise http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes")
@@ -136,6 +146,8 @@ class APIHandler(RequestHandler):
         exc_info = kwargs.get("exc_info")
         if exc_info and isinstance(exc_info[1], StoreError):
             status_code = status_of(exc_info[1])
+        elif exc_info and isinstance(exc_info[1], HTTPError):
+            status_code = exc_info[1].status_code
         super().send_error(status_code, **kwargs)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -177,5 +189,5 @@ class APIHandler(RequestHandler):
 class NotFoundHandler(APIHandler):
     """Anything under no route: a JSON 404, never an HTML page."""
 
-    def prepare(self) -> None:
+    async def prepare_body(self) -> None:
         raise HTTPError(404)

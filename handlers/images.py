@@ -84,11 +84,11 @@ class UploadingHandler(APIHandler):
 
 
 class ImagesHandler(UploadingHandler):
-    async def prepare(self) -> None:
+    async def prepare_body(self) -> None:
         if self.request.method == "POST":
             await self.start_upload(self.path_args[0], None)
         else:
-            super().prepare()
+            await super().prepare_body()
 
     async def get(self, album: str) -> None:
         self.write_json({"imageList": await self.store.list_images(album)})
@@ -98,11 +98,11 @@ class ImagesHandler(UploadingHandler):
 
 
 class ImageHandler(UploadingHandler):
-    async def prepare(self) -> None:
+    async def prepare_body(self) -> None:
         if self.request.method == "PUT":
             await self.start_upload(*self.path_args)
         else:
-            super().prepare()
+            await super().prepare_body()
 
     async def put(self, album: str, image: str) -> None:
         await self.finish_upload()
