@@ -10,6 +10,8 @@ import sys
 from tornado.httpserver import HTTPServer
 
 from handlers import make_app
+from notify import BrokerSettings, OutboxPublisher
+from notify.watch import watch
 from settings import VERSION, Settings, parse_settings
 from store import ImageStore, StoreError
 
@@ -19,13 +21,37 @@ log = logging.getLogger("imagestore")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
+def broker_settings(settings: Settings) -> BrokerSettings:
+    return BrokerSettings(
+        host=settings.broker_host,
+        port=settings.mqtt_port,
+        topic=settings.mqtt_topic,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        tls=settings.mqtt_tls,
+        ca_file=settings.mqtt_ca_file,
+        client_id=settings.mqtt_client_id,
+        protocol=settings.mqtt_protocol,
+    )
+
+
 async def serve(settings: Settings) -> int:
     try:
-        store = ImageStore(settings.data, settings.max_upload_bytes)
+        store = ImageStore(
+            settings.data,
+            settings.max_upload_bytes,
+            outbox_limit=settings.outbox_limit if settings.mqtt else None,
+        )
     except StoreError as err:
         log.error("cannot open the data folder %s: %s", os.path.abspath(settings.data), err)
         return 1
-    app = make_app(store)
+    publisher = None
+    if settings.mqtt:
+        publisher = OutboxPublisher(store, broker_settings(settings))
+        publisher.start()
+    else:
+        log.info("MQTT notifications are off (IMAGESTORE_MQTT=off): no events are recorded")
+    app = make_app(store, notifier_status=publisher.status if publisher else None)
     server = HTTPServer(app, max_body_size=DEFAULT_MAX_BODY_BYTES)
     try:
         server.listen(settings.port, settings.address)
@@ -55,6 +81,7 @@ async def serve(settings: Settings) -> int:
     )
     server.stop()
     tracker = app.settings["requests"]
+    tracker.draining = True
     if not await tracker.wait_idle(settings.shutdown_grace_seconds):
         log.warning(
             "%d request(s) still running after the grace period: cutting them", tracker.active
@@ -63,12 +90,17 @@ async def serve(settings: Settings) -> int:
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
     except TimeoutError:
         log.warning("some connections did not close in time")
+    if publisher:
+        await publisher.stop(timeout=2)
     store.close()
     log.info("stopped")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["watch"]:
+        return watch(broker_settings(parse_settings(argv[1:], os.environ)))
     settings = parse_settings(argv, os.environ)
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -1,9 +1,10 @@
 """Configuration: environment variables, mirrored by command-line flags."""
 
 import argparse
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 VERSION = "0.1.0"
 
@@ -28,10 +29,46 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
 
 
+def parse_switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"not on or off: {text!r}")
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise argparse.ArgumentTypeError(f"not a log level: {text!r}")
+    return level
+
+
+def _protocol(text: str) -> str:
+    if text not in ("3.1.1", "5"):
+        raise argparse.ArgumentTypeError(f"not an MQTT version: {text!r} (3.1.1 or 5)")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("must be a finite number, not negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a TCP port is between 0 and 65535")
     return value
 
 
@@ -44,6 +81,22 @@ class Settings:
     host_ip: str = ""
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
+    mqtt: bool = True
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_topic: str = "imagestore/notifier"
+    mqtt_username: str = ""
+    mqtt_password: str = field(default="", repr=False)
+    mqtt_tls: bool = False
+    mqtt_ca_file: str = ""
+    mqtt_client_id: str = ""
+    mqtt_protocol: str = "3.1.1"
+    outbox_limit: int = 1_000_000
+
+    @property
+    def broker_host(self) -> str:
+        """The broker's address: as set, else $HOSTIP (as the Go original), else loopback."""
+        return self.mqtt_host or self.host_ip or "127.0.0.1"
 
     @property
     def advertised_url(self) -> str:
@@ -56,7 +109,7 @@ class Settings:
 
 # (flag, environment variable, type, help); defaults come from Settings.
 _OPTIONS = (
-    ("--port", "IMAGESTORE_PORT", int, "TCP port to serve on"),
+    ("--port", "IMAGESTORE_PORT", _port, "TCP port to serve on"),
     ("--address", "IMAGESTORE_ADDRESS", str, "address to bind (empty: every interface)"),
     ("--data", "IMAGESTORE_DATA", str, "data folder: catalog and image files (created if missing)"),
     (
@@ -72,7 +125,43 @@ _OPTIONS = (
         _positive_float,
         "on SIGTERM/SIGINT, how long requests in flight may take to finish",
     ),
-    ("--log-level", "IMAGESTORE_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--log-level", "IMAGESTORE_LOG_LEVEL", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "--mqtt",
+        "IMAGESTORE_MQTT",
+        parse_switch,
+        "publish change events to MQTT (off: no events are recorded at all)",
+    ),
+    (
+        "--mqtt-host",
+        "IMAGESTORE_MQTT_HOST",
+        str,
+        "MQTT broker host (empty: $HOSTIP, else 127.0.0.1)",
+    ),
+    ("--mqtt-port", "IMAGESTORE_MQTT_PORT", _port, "MQTT broker port"),
+    ("--mqtt-topic", "IMAGESTORE_MQTT_TOPIC", str, "topic the events are published on"),
+    ("--mqtt-username", "IMAGESTORE_MQTT_USERNAME", str, "MQTT user name"),
+    (
+        "--mqtt-password",
+        "IMAGESTORE_MQTT_PASSWORD",
+        str,
+        "MQTT password (prefer the environment variable: flags show in ps)",
+    ),
+    ("--mqtt-tls", "IMAGESTORE_MQTT_TLS", parse_switch, "connect to the broker over TLS"),
+    (
+        "--mqtt-ca-file",
+        "IMAGESTORE_MQTT_CA_FILE",
+        str,
+        "CA certificates for the broker's TLS (empty: the system's)",
+    ),
+    ("--mqtt-client-id", "IMAGESTORE_MQTT_CLIENT_ID", str, "MQTT client id (empty: a random one)"),
+    ("--mqtt-protocol", "IMAGESTORE_MQTT_PROTOCOL", _protocol, "MQTT version: 3.1.1 or 5"),
+    (
+        "--outbox-limit",
+        "IMAGESTORE_OUTBOX_LIMIT",
+        _positive_int,
+        "events kept while the broker is away; beyond it the oldest are dropped",
+    ),
 )
 
 
@@ -80,14 +169,16 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
     """Flags win over environment variables, which win over the defaults."""
     parser = argparse.ArgumentParser(
         prog="imagestore",
-        description="Image Storage Service: albums and images over a REST API.",
+        usage="%(prog)s [watch] [options]",
+        description="Image Storage Service: albums and images over a REST API. "
+        "With 'watch', print the change events published on the MQTT topic instead.",
         epilog="Every flag can also be set by the environment variable shown in brackets.",
     )
     parser.add_argument("--version", action="version", version=f"imagestore {VERSION}")
     defaults = Settings()
     for flag, env, kind, help_text in _OPTIONS:
-        field = flag[2:].replace("-", "_")
-        default = getattr(defaults, field)
+        name = flag[2:].replace("-", "_")
+        default = getattr(defaults, name)
         if env in environ:
             try:
                 default = kind(environ[env])
@@ -95,10 +186,10 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
                 parser.error(f"{env}={environ[env]!r}: {err}")
         parser.add_argument(
             flag,
-            dest=field,
+            dest=name,
             type=kind,
             default=default,
-            help=f"{help_text} [{env}; default: {getattr(defaults, field)!r}]",
+            help=f"{help_text} [{env}; default: {getattr(defaults, name)!r}]",
         )
     args = parser.parse_args(argv)
-    return Settings(**{field: getattr(args, field) for field in Settings.__dataclass_fields__})
+    return Settings(**{name: getattr(args, name) for name in Settings.__dataclass_fields__})

@@ -7,12 +7,19 @@ second connection, which WAL lets run beside the writer without waiting.
 
 import contextlib
 import errno
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
+
+log = logging.getLogger("imagestore.store")
+
+# At most one "outbox full" warning in this many seconds (the counter keeps the total).
+DROP_WARNING_INTERVAL = 10.0
 
 # Each entry moves the schema one version up; PRAGMA user_version records where a
 # catalog stands. Never edit a released entry: append a new one.
@@ -33,6 +40,15 @@ MIGRATIONS = (
         created_at   REAL NOT NULL,
         blob_key     TEXT NOT NULL UNIQUE,
         UNIQUE (album_id, name)
+    );
+    """,
+    # The transactional outbox: one row per change event, written in the change's
+    # own transaction, deleted once the broker has acknowledged it. AUTOINCREMENT
+    # keeps ids rising even after deletions, so consumers can drop duplicates.
+    """
+    CREATE TABLE outbox (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        payload TEXT NOT NULL
     );
     """,
 )
@@ -75,10 +91,15 @@ def _storage_errors() -> Iterator[None]:
 
 
 class Catalog:
-    def __init__(self, path: str) -> None:
+    """``outbox_limit``: events kept for the notifier at most; None records none."""
+
+    def __init__(self, path: str, outbox_limit: int | None = None) -> None:
         self._writer = _connect(path)
         self._migrate()
         self._reader = _connect(path)
+        self._outbox_limit = outbox_limit
+        self.events_dropped = 0
+        self._last_drop_warning = 0.0
 
     def close(self) -> None:
         self._reader.close()
@@ -155,7 +176,46 @@ class Catalog:
     def all_blob_keys(self) -> set[str]:
         return {row[0] for row in self._read("SELECT blob_key FROM images")}
 
+    def pending_events(self, after_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest events after ``after_id``, as (id, published payload)."""
+        rows = self._read(
+            "SELECT id, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        return [(event_id, events.with_id(event_id, payload)) for event_id, payload in rows]
+
+    def events_pending(self) -> int:
+        # Events leave the outbox only from its oldest end, so its ids are contiguous.
+        low, high = self._read("SELECT min(id), max(id) FROM outbox")[0]
+        return 0 if low is None else high - low + 1
+
     # --- writes (the store's single writer thread only) -------------------------
+
+    def _record(self, tx: sqlite3.Connection, event: dict) -> None:
+        """Add the change's event to the outbox, inside the change's transaction."""
+        if self._outbox_limit is None:
+            return
+        cursor = tx.execute("INSERT INTO outbox (payload) VALUES (?)", (events.encode(event),))
+        newest = cursor.lastrowid
+        oldest = tx.execute("SELECT min(id) FROM outbox").fetchone()[0]
+        if newest - oldest + 1 > self._outbox_limit:
+            dropped = tx.execute(
+                "DELETE FROM outbox WHERE id <= ?", (newest - self._outbox_limit,)
+            ).rowcount
+            self.events_dropped += dropped
+            now = time.monotonic()
+            if now - self._last_drop_warning > DROP_WARNING_INTERVAL:
+                self._last_drop_warning = now
+                log.warning(
+                    "the event outbox is full (%d events): dropped the oldest; "
+                    "%d dropped since start-up",
+                    self._outbox_limit,
+                    self.events_dropped,
+                )
+
+    def forget_events(self, up_to_id: int) -> None:
+        """Remove the events the broker has acknowledged."""
+        with self._transaction() as tx:
+            tx.execute("DELETE FROM outbox WHERE id <= ?", (up_to_id,))
 
     def _album_id(self, tx: sqlite3.Connection, album: str) -> int:
         row = tx.execute("SELECT id FROM albums WHERE name = ?", (album,)).fetchone()
@@ -171,6 +231,7 @@ class Catalog:
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"album {album} already exists") from None
+            self._record(tx, events.album_created(album))
 
     def delete_album(self, album: str) -> list[str]:
         """Delete the album and its images; return the blob keys to remove."""
@@ -181,6 +242,7 @@ class Catalog:
                 for row in tx.execute("SELECT blob_key FROM images WHERE album_id = ?", (album_id,))
             ]
             tx.execute("DELETE FROM albums WHERE id = ?", (album_id,))
+            self._record(tx, events.album_deleted(album))
         return keys
 
     def rename_album(self, album: str, new_name: str) -> None:
@@ -190,6 +252,7 @@ class Catalog:
                 tx.execute("UPDATE albums SET name = ? WHERE id = ?", (new_name, album_id))
             except sqlite3.IntegrityError:
                 raise Conflict(f"album {new_name} already exists") from None
+            self._record(tx, events.album_renamed(album, new_name))
 
     def add_image(self, record: ImageRecord) -> None:
         with self._transaction() as tx:
@@ -212,6 +275,7 @@ class Catalog:
                 raise Conflict(
                     f"image {record.name} already exists in album {record.album}"
                 ) from None
+            self._record(tx, events.image_added(record))
 
     def _image_id(self, tx: sqlite3.Connection, album: str, image: str) -> tuple[int, str]:
         album_id = self._album_id(tx, album)
@@ -227,6 +291,7 @@ class Catalog:
         with self._transaction() as tx:
             image_id, blob_key = self._image_id(tx, album, image)
             tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            self._record(tx, events.image_deleted(album, image))
         return blob_key
 
     def rename_image(self, album: str, image: str, new_name: str) -> None:
@@ -236,3 +301,4 @@ class Catalog:
                 tx.execute("UPDATE images SET name = ? WHERE id = ?", (new_name, image_id))
             except sqlite3.IntegrityError:
                 raise Conflict(f"image {new_name} already exists in album {album}") from None
+            self._record(tx, events.image_renamed(album, image, new_name))

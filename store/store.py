@@ -40,14 +40,19 @@ READ_CHUNK_BYTES = 256 * 1024
 class ImageStore:
     """Albums and images kept in ``data_dir``: ``catalog.sqlite3``, ``blobs/``, ``tmp/``."""
 
-    def __init__(self, data_dir: str, max_upload_bytes: int) -> None:
+    def __init__(
+        self, data_dir: str, max_upload_bytes: int, outbox_limit: int | None = None
+    ) -> None:
+        """``outbox_limit``: how many change events to keep for the notifier; None
+        records no events at all (notifications off)."""
         self.data_dir = os.path.abspath(data_dir)
         self.max_upload_bytes = max_upload_bytes
+        self._event_listeners: list[Callable[[], None]] = []
         os.makedirs(self.data_dir, exist_ok=True)
         self._lock_fd = self._lock_data_dir()
         try:
             self._blobs = BlobFolder(self.data_dir)
-            self._catalog = Catalog(os.path.join(self.data_dir, "catalog.sqlite3"))
+            self._catalog = Catalog(os.path.join(self.data_dir, "catalog.sqlite3"), outbox_limit)
         except OSError as err:
             os.close(self._lock_fd)
             raise storage_error(err) from err
@@ -86,6 +91,34 @@ class ImageStore:
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._catalog_writer, fn, *args)
 
+    async def _change(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a catalog mutation (which records its event) and wake the listeners."""
+        result = await self._write(fn, *args)
+        for listener in self._event_listeners:
+            listener()
+        return result
+
+    # --- the event outbox (read by the notifier) ----------------------------------
+
+    def on_new_events(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` on the IOLoop after each committed change."""
+        self._event_listeners.append(listener)
+
+    def pending_events(self, after_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest undelivered events after ``after_id``: (id, JSON payload)."""
+        return self._catalog.pending_events(after_id, limit)
+
+    async def forget_events(self, up_to_id: int) -> None:
+        """The broker has every event up to ``up_to_id``: drop them from the outbox."""
+        await self._write(self._catalog.forget_events, up_to_id)
+
+    def events_pending(self) -> int:
+        return self._catalog.events_pending()
+
+    @property
+    def events_dropped(self) -> int:
+        return self._catalog.events_dropped
+
     async def _on_disk(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
@@ -106,19 +139,19 @@ class ImageStore:
 
     async def create_album(self, album: str) -> str:
         album = validate_name(album, "album")
-        await self._write(self._catalog.create_album, album)
+        await self._change(self._catalog.create_album, album)
         return album
 
     async def delete_album(self, album: str) -> str:
         album = validate_name(album, "album")
-        keys = await self._write(self._catalog.delete_album, album)
+        keys = await self._change(self._catalog.delete_album, album)
         await self._remove_blobs(keys)
         return album
 
     async def rename_album(self, album: str, new_name: str) -> tuple[str, str]:
         album = validate_name(album, "album")
         new_name = validate_name(new_name, "album")
-        await self._write(self._catalog.rename_album, album, new_name)
+        await self._change(self._catalog.rename_album, album, new_name)
         return album, new_name
 
     # --- images -------------------------------------------------------------------
@@ -144,7 +177,7 @@ class ImageStore:
     async def _publish(self, upload: "Upload", record: ImageRecord) -> None:
         await self._on_disk(self._blobs.publish, upload.temp, record.blob_key)
         try:
-            await self._write(self._catalog.add_image, record)
+            await self._change(self._catalog.add_image, record)
         except BaseException:
             await self._remove_blobs([record.blob_key])
             raise
@@ -175,7 +208,7 @@ class ImageStore:
     async def delete_image(self, album: str, image: str) -> tuple[str, str]:
         album = validate_name(album, "album")
         image = validate_name(image, "image")
-        key = await self._write(self._catalog.delete_image, album, image)
+        key = await self._change(self._catalog.delete_image, album, image)
         await self._remove_blobs([key])
         return album, image
 
@@ -183,7 +216,7 @@ class ImageStore:
         album = validate_name(album, "album")
         image = validate_name(image, "image")
         new_name = validate_name(new_name, "image")
-        await self._write(self._catalog.rename_image, album, image, new_name)
+        await self._change(self._catalog.rename_image, album, image, new_name)
         return image, new_name
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from urllib.parse import quote
@@ -12,6 +13,8 @@ from tornado.httpclient import HTTPResponse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from process import SERVICE, Proc, clean_env  # noqa: E402
 
 from handlers import make_app  # noqa: E402
 from store import ImageStore  # noqa: E402
@@ -138,3 +141,31 @@ def files_under(folder) -> list[str]:
         for name in files:
             found.append(os.path.relpath(os.path.join(dirpath, name), folder))
     return sorted(found)
+
+
+@pytest.fixture
+def run(tmp_path):
+    """run(*args, env={...}, cwd=...) starts imagestore; every process is SIGKILLed
+    at teardown if it is still running."""
+    procs: list[Proc] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, cwd=None) -> Proc:
+        log_path = tmp_path / f"imagestore-{len(procs) + 1}.log"
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, SERVICE, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=clean_env(**(env or {})),
+                cwd=cwd or tmp_path,
+            )
+        proc = Proc(popen, log_path)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait(timeout=10)

@@ -1,0 +1,191 @@
+"""Deliver the store's outbox to MQTT: in order, at least once, never blocking a request.
+
+Rows are handed to paho a bounded window at a time and deleted from the outbox only
+after the broker's PUBACK. paho keeps the handed ones across reconnects and sends
+them again first, so order holds; after a restart the outbox itself is the memory.
+paho's callbacks run on its network thread: they only hand over to the IOLoop.
+"""
+
+import asyncio
+import logging
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from tornado.ioloop import IOLoop
+
+from store import ImageStore
+
+log = logging.getLogger("imagestore.notify")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic: str = "imagestore/notifier"
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    client_id: str = ""
+    protocol: str = "3.1.1"
+    window: int = 64
+    reconnect_max_seconds: int = 30
+
+
+def make_client(settings: BrokerSettings, client_id: str) -> mqtt.Client:
+    """A paho client configured from the settings (shared by the publisher and `watch`)."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311,
+    )
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password or None)
+    if settings.tls:
+        client.tls_set(ca_certs=settings.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(min_delay=1, max_delay=settings.reconnect_max_seconds)
+    return client
+
+
+class OutboxPublisher:
+    def __init__(self, store: ImageStore, settings: BrokerSettings) -> None:
+        self._store = store
+        self._settings = settings
+        self._loop = IOLoop.current()
+        self._client = make_client(
+            settings, settings.client_id or f"imagestore-{uuid.uuid4().hex[:12]}"
+        )
+        self._client.max_inflight_messages_set(settings.window)
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self.connected = False
+        self._handed_up_to = 0  # highest outbox id given to paho
+        self._in_flight: dict[int, int] = {}  # paho mid -> outbox id
+        self._acked_up_to = 0  # every id <= this one is acknowledged
+        self._forgetting = False
+        self._failing_since: float | None = None
+        self._stopped = False
+
+    # --- lifecycle (IOLoop) ------------------------------------------------------
+
+    def start(self) -> None:
+        self._store.on_new_events(self._pump)
+        log.info(
+            "publishing events to mqtt://%s:%d topic %s",
+            self._settings.host,
+            self._settings.port,
+            self._settings.topic,
+        )
+        self._client.connect_async(self._settings.host, self._settings.port, keepalive=30)
+        self._client.loop_start()
+
+    async def stop(self, timeout: float) -> None:
+        """Give the events in flight a moment to be acknowledged, then disconnect."""
+        self._stopped = True
+        deadline = time.monotonic() + timeout
+        while self._in_flight and self.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self._forget_acknowledged()
+        self.close()
+
+    def close(self) -> None:
+        """Disconnect now; what was not acknowledged stays in the outbox."""
+        self._stopped = True
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def status(self) -> dict:
+        return {
+            "connected": self.connected,
+            "eventsPending": self._store.events_pending(),
+            "eventsDropped": self._store.events_dropped,
+        }
+
+    # --- paho's thread: hand everything to the IOLoop -----------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        self._loop.add_callback(self._connected, reason_code)
+
+    def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
+        self._loop.add_callback(self._connect_failed, "the broker cannot be reached")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        self._loop.add_callback(self._disconnected, reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
+        self._loop.add_callback(self._acknowledged, mid)
+
+    # --- the IOLoop's side -------------------------------------------------------
+
+    def _connected(self, reason_code: mqtt.ReasonCode) -> None:
+        if reason_code.is_failure:
+            why = f"the broker refused the connection: {reason_code}"
+            if reason_code in ("Not authorized", "Bad user name or password"):
+                why += " (check IMAGESTORE_MQTT_USERNAME and IMAGESTORE_MQTT_PASSWORD)"
+            self._connect_failed(why)
+            return
+        self.connected = True
+        self._failing_since = None
+        log.info("connected to the MQTT broker at %s:%d", self._settings.host, self._settings.port)
+        self._pump()
+
+    def _connect_failed(self, why: str) -> None:
+        self.connected = False
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.error(
+                "MQTT broker %s:%d: %s; events wait in the outbox, retrying with backoff",
+                self._settings.host,
+                self._settings.port,
+                why,
+            )
+
+    def _disconnected(self, reason_code: mqtt.ReasonCode) -> None:
+        was_connected = self.connected
+        self.connected = False
+        if was_connected and not self._stopped:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "lost the MQTT broker (%s); events wait in the outbox, reconnecting", reason_code
+            )
+
+    def _pump(self) -> None:
+        """Hand the next outbox rows to paho, up to the window."""
+        if not self.connected or self._stopped:
+            return
+        room = self._settings.window - len(self._in_flight)
+        if room <= 0:
+            return
+        for event_id, payload in self._store.pending_events(self._handed_up_to, room):
+            info = self._client.publish(self._settings.topic, payload, qos=1)
+            self._in_flight[info.mid] = event_id
+            self._handed_up_to = event_id
+
+    def _acknowledged(self, mid: int) -> None:
+        if self._in_flight.pop(mid, None) is None:
+            return
+        self._acked_up_to = min(self._in_flight.values(), default=self._handed_up_to + 1) - 1
+        self._loop.add_callback(self._forget_acknowledged)
+        self._pump()
+
+    async def _forget_acknowledged(self) -> None:
+        # One delete at a time; acks arriving meanwhile are batched into the next.
+        if self._forgetting:
+            return
+        self._forgetting = True
+        try:
+            while True:
+                up_to = self._acked_up_to
+                await self._store.forget_events(up_to)
+                if self._acked_up_to == up_to:
+                    break
+        except Exception:
+            log.exception("could not remove delivered events from the outbox; they may repeat")
+        finally:
+            self._forgetting = False

@@ -1,0 +1,318 @@
+"""MQTT notifications from the live service to a real, private mosquitto."""
+
+import asyncio
+import hashlib
+import socket
+import time
+
+import pytest
+from conftest import body_json
+from images import NOT_IMAGES, png
+from mqtt import Broker, Subscriber, wait_for_events
+from tornado.iostream import IOStream
+
+from handlers import make_app
+from notify import BrokerSettings, OutboxPublisher
+from store import ImageStore
+
+OUTBOX_LIMIT = 1_000_000
+
+
+@pytest.fixture
+def broker(tmp_path):
+    started = Broker(tmp_path / "broker").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def outbox_limit():
+    return OUTBOX_LIMIT
+
+
+@pytest.fixture
+def store(data_dir, max_upload_bytes, outbox_limit):
+    image_store = ImageStore(str(data_dir), max_upload_bytes, outbox_limit=outbox_limit)
+    yield image_store
+    image_store.close()
+
+
+@pytest.fixture
+def publisher(store, broker, io_loop):
+    sender = OutboxPublisher(store, BrokerSettings(port=broker.port, reconnect_max_seconds=1))
+    sender.start()
+    yield sender
+    sender.close()
+
+
+@pytest.fixture
+def app(store, publisher):
+    return make_app(store, notifier_status=publisher.status)
+
+
+@pytest.fixture
+def subscriber(broker):
+    listener = Subscriber(broker.port)
+    yield listener
+    listener.close()
+
+
+def without_time(event: dict) -> dict:
+    stamp = event.pop("time")
+    assert time.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f" + "Z")
+    assert stamp.endswith("Z") and len(stamp) == len("2026-11-28T10:00:00.123Z")
+    return event
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_each_mutation_publishes_one_exact_event(api, subscriber):
+    image = png()
+    sha = hashlib.sha256(image).hexdigest()
+    assert (await api.create_album("pets")).code == 200
+    assert (await api.upload("pets", "cat.png", image)).code == 200
+    assert (
+        await api.request("PATCH", "/albums/pets/images/cat.png", {"imageName": "kitty.png"})
+    ).code == 200
+    assert (await api.request("DELETE", "/albums/pets/images/kitty.png")).code == 200
+    assert (await api.request("PATCH", "/albums/pets", {"albumName": "animals"})).code == 200
+    assert (await api.request("DELETE", "/albums/animals")).code == 200
+
+    events = [without_time(e) for e in await wait_for_events(subscriber, 6)]
+    assert events == [
+        {"id": 1, "event": "album.created", "album": "pets", "message": "pets album created"},
+        {
+            "id": 2,
+            "event": "image.added",
+            "album": "pets",
+            "image": "cat.png",
+            "message": "cat.png image added to album pets",
+            "size": len(image),
+            "sha256": sha,
+            "contentType": "image/png",
+        },
+        {
+            "id": 3,
+            "event": "image.renamed",
+            "album": "pets",
+            "image": "kitty.png",
+            "from": "cat.png",
+            "message": "cat.png image modified to kitty.png",
+        },
+        {
+            "id": 4,
+            "event": "image.deleted",
+            "album": "pets",
+            "image": "kitty.png",
+            "message": "kitty.png image deleted from album pets",
+        },
+        {
+            "id": 5,
+            "event": "album.renamed",
+            "album": "animals",
+            "from": "pets",
+            "message": "pets album modified to animals",
+        },
+        {"id": 6, "event": "album.deleted", "album": "animals", "message": "animals album deleted"},
+    ]
+    await asyncio.sleep(0.3)
+    assert len(subscriber.events) == 6, "exactly one message per mutation"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_raw_put_upload_publishes_image_added(api, subscriber):
+    await api.create_album("a b")
+    assert (await api.put_image("a b", "é.png", png())).code == 200
+    events = await wait_for_events(subscriber, 2)
+    assert events[1]["event"] == "image.added"
+    assert events[1]["message"] == "é.png image added to album a b"
+
+
+@pytest.fixture
+def max_upload_bytes():
+    return 64 * 1024
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_failed_mutations_publish_nothing(api, subscriber, http_port):
+    await api.create_album("pets")
+    await api.create_album("cats")
+    await api.upload("pets", "cat.png", png())
+    await wait_for_events(subscriber, 3)
+
+    failures = [
+        await api.create_album("pets"),  # 409
+        await api.request("DELETE", "/albums/ghost"),  # 404
+        await api.request("PATCH", "/albums/pets", {"albumName": "cats"}),  # 409
+        await api.request("PATCH", "/albums/ghost", {"albumName": "x"}),  # 404
+        await api.upload("pets", "cat.png", png()),  # 409
+        await api.upload("ghost", "x.png", png()),  # 404
+        await api.upload("pets", "x.svg", NOT_IMAGES["svg"]),  # 415
+        await api.put_image("pets", "big.png", png(padding=100 * 1024)),  # 413
+        await api.upload("pets", "empty.png", b""),  # 400
+        await api.request("DELETE", "/albums/pets/images/ghost.png"),  # 404
+        await api.request("PATCH", "/albums/pets/images/ghost.png", {"imageName": "y"}),  # 404
+        await api.request("POST", "/albums", "{bad json"),  # 400
+    ]
+    assert [r.code for r in failures] == [
+        409,
+        404,
+        409,
+        404,
+        409,
+        404,
+        415,
+        413,
+        400,
+        404,
+        404,
+        400,
+    ]
+
+    # An upload aborted mid-body.
+    stream = IOStream(socket.socket())
+    await stream.connect(("127.0.0.1", http_port))
+    await stream.write(
+        b"PUT /api/v1/albums/pets/images/aborted.png HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 60000\r\n\r\n" + png() + b"\0" * 20000
+    )
+    await asyncio.sleep(0.2)
+    stream.close()
+    await asyncio.sleep(0.5)
+    assert len(subscriber.events) == 3, [e["event"] for e in subscriber.events[3:]]
+    assert body_json(await api.list_images("pets")) == {"imageList": ["cat.png"]}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_500_mixed_mutations_arrive_in_commit_order(api, subscriber):
+    expected = []
+    for index in range(100):
+        album = f"album-{index}"
+        await api.create_album(album)
+        expected.append(("album.created", album))
+        await api.put_image(album, "a.png", png())
+        expected.append(("image.added", album))
+        await api.request("PATCH", f"/albums/{album}/images/a.png", {"imageName": "b.png"})
+        expected.append(("image.renamed", album))
+        await api.request("DELETE", f"/albums/{album}/images/b.png")
+        expected.append(("image.deleted", album))
+        if index % 2:
+            await api.request("PATCH", f"/albums/{album}", {"albumName": album + "-x"})
+            expected.append(("album.renamed", album + "-x"))
+        else:
+            await api.request("DELETE", f"/albums/{album}")
+            expected.append(("album.deleted", album))
+    events = await wait_for_events(subscriber, 500, timeout=40)
+    assert [(e["event"], e["album"]) for e in events] == expected
+    assert [e["id"] for e in events] == list(range(1, 501))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_broker_killed_mid_stream_loses_nothing(api, broker, store):
+    async def mutate(start: int, count: int) -> None:
+        for index in range(start, start + count):
+            response = await api.create_album(f"a{index}")
+            assert response.code == 200
+
+    subscriber = Subscriber(broker.port)
+    try:
+        await mutate(0, 50)
+        await wait_for_events(subscriber, 50)
+    finally:
+        subscriber.close()
+    broker.stop()
+    began = time.monotonic()
+    await mutate(50, 100)  # the broker is gone: every call still succeeds, promptly
+    assert time.monotonic() - began < 10
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    try:
+        # The subscriber came back after the outage; it must see every event since.
+        events = await wait_for_events(subscriber, 100, timeout=30)
+        await asyncio.sleep(0.5)
+        ids = sorted({e["id"] for e in subscriber.events})
+        assert ids[-1] == 150 and set(range(51, 151)) <= set(ids)
+        assert len(events) >= 100
+    finally:
+        subscriber.close()
+    for _ in range(100):
+        if store.events_pending() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert store.events_pending() == 0
+
+
+@pytest.fixture
+def late_broker(tmp_path):
+    """A broker that is NOT running when the service starts."""
+    broker = Broker(tmp_path / "late-broker")
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_broker_down_at_start_up(tmp_path, late_broker, io_loop):
+    store = ImageStore(str(tmp_path / "db"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    sender = OutboxPublisher(store, BrokerSettings(port=late_broker.port, reconnect_max_seconds=1))
+    sender.start()
+    try:
+        began = time.monotonic()
+        for index in range(200):
+            await store.create_album(f"a{index}")
+        assert time.monotonic() - began < 10
+        assert sender.status() == {"connected": False, "eventsPending": 200, "eventsDropped": 0}
+        late_broker.start()
+        subscriber = Subscriber(late_broker.port)
+        try:
+            events = await wait_for_events(subscriber, 200, timeout=30)
+            assert [e["album"] for e in events[:200]] == [f"a{i}" for i in range(200)]
+        finally:
+            subscriber.close()
+    finally:
+        sender.close()
+        store.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_full_outbox_drops_the_oldest_and_the_api_keeps_working(
+    tmp_path, late_broker, caplog
+):
+    store = ImageStore(str(tmp_path / "db"), 1 << 20, outbox_limit=5)
+    sender = OutboxPublisher(store, BrokerSettings(port=late_broker.port, reconnect_max_seconds=1))
+    sender.start()
+    try:
+        for index in range(20):
+            await store.create_album(f"a{index}")
+        assert store.events_pending() == 5
+        assert store.events_dropped == 15
+        assert "the event outbox is full" in caplog.text
+        late_broker.start()
+        subscriber = Subscriber(late_broker.port)
+        try:
+            events = await wait_for_events(subscriber, 5, timeout=30)
+            await asyncio.sleep(0.3)
+            assert [e["album"] for e in subscriber.events] == [f"a{i}" for i in range(15, 20)]
+            assert [e["id"] for e in events] == list(range(16, 21))
+        finally:
+            subscriber.close()
+    finally:
+        sender.close()
+        store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_healthz_reports_the_broker_and_the_backlog(api, broker, subscriber):
+    response = await api.http.fetch(api.base.replace("/api/v1", "/healthz"))
+    assert body_json(response) == {
+        "status": "ok",
+        "mqtt": {"enabled": True, "connected": True, "eventsPending": 0, "eventsDropped": 0},
+    }
+    broker.stop()
+    await asyncio.sleep(0.5)
+    await api.create_album("x")
+    response = await api.http.fetch(api.base.replace("/api/v1", "/healthz"))
+    assert body_json(response)["mqtt"] == {
+        "enabled": True,
+        "connected": False,
+        "eventsPending": 1,
+        "eventsDropped": 0,
+    }
