@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: help run test lint system-deps clean
+.PHONY: help run test lint system-deps test-system-deps clean
 
 help:
 	@echo "make run    serve on :3333 with ./image-db (installs what it needs)"
@@ -19,7 +19,7 @@ help:
 run: $(RUNTIME)
 	$(PY) imagestore.py
 
-test: $(DEV)
+test: $(DEV) test-system-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -28,6 +28,10 @@ lint: $(DEV)
 
 system-deps:
 	scripts/ensure-debian-packages python3=python3 py:ensurepip=python3-venv
+
+# The tests start their own private brokers.
+test-system-deps:
+	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto
 
 $(PY):
 	$(MAKE) system-deps

@@ -82,6 +82,7 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str = "imagestore/notifier", **auth: str) -> None:
         self.events: list[dict] = []
+        self.arrival_times: list[float] = []  # time.monotonic() of each event
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
@@ -100,6 +101,7 @@ class Subscriber:
     def _on_message(self, client, userdata, message) -> None:
         with self._cond:
             self.events.append(json.loads(message.payload))
+            self.arrival_times.append(time.monotonic())
             self._cond.notify_all()
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[dict]:
