@@ -128,6 +128,12 @@ class APIHandler(RequestHandler):
             self.log_exception(type(err), err, err.__traceback__)
             self.send_error(exc_info=(type(err), err, err.__traceback__))
 
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise http_error(400, "the URL path is not valid UTF-8") from None
+
     def json_body(self, field: str) -> Any:
         """The value of ``field`` in the request's JSON object body, a string."""
         try:

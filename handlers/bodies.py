@@ -63,7 +63,8 @@ class MultipartImageBody:
                             413, f'form fields other than "file" exceed {OTHER_FIELDS_LIMIT} bytes'
                         )
         except MultipartError as err:
-            raise http_error(400, f"malformed multipart body: {err}") from None
+            # The first argument is the parser's sentence; the others may echo raw bytes.
+            raise http_error(400, f"malformed multipart body: {err.args[0]}") from None
 
     async def _start_part(self, part: MultipartSegment) -> None:
         if part.name != "file":
