@@ -21,10 +21,12 @@ run: $(RUNTIME)
 
 test: $(DEV) test-system-deps
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 lint: $(DEV)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 system-deps:
 	scripts/ensure-debian-packages python3=python3 py:ensurepip=python3-venv

@@ -55,23 +55,33 @@ def main() -> None:
             "IMAGESTORE_LOG_LEVEL": "WARNING",
         }
         service = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "..", "imagestore.py"), "--port", str(port),
-             "--data", os.path.join(folder, "db")],
+            [
+                sys.executable,
+                os.path.join(HERE, "..", "imagestore.py"),
+                "--port",
+                str(port),
+                "--data",
+                os.path.join(folder, "db"),
+            ],
             env=env,
         )
         try:
             wait_for_port(port)
             made = create_albums(port, [f"backlog-{i}" for i in range(count)])
-            print(f"{count} mutations with the broker down: {made:.1f} s "
-                  f"({count / made:.0f}/s through the API)")
+            print(
+                f"{count} mutations with the broker down: {made:.1f} s "
+                f"({count / made:.0f}/s through the API)"
+            )
             broker.start()
             began = time.monotonic()
             subscriber = Subscriber(broker.port)
             subscriber.wait_for(count, timeout=600)
             first, last = subscriber.arrival_times[0], subscriber.arrival_times[count - 1]
-            print(f"backlog of {count} drained {last - began:.2f} s after the broker came back: "
-                  f"reconnect backoff {first - began:.2f} s, then {last - first:.2f} s of delivery "
-                  f"({count / (last - first):.0f} events/s)")
+            print(
+                f"backlog of {count} drained {last - began:.2f} s after the broker came back: "
+                f"reconnect backoff {first - began:.2f} s, then {last - first:.2f} s of delivery "
+                f"({count / (last - first):.0f} events/s)"
+            )
             subscriber.close()
 
             subscriber = Subscriber(broker.port)
@@ -79,9 +89,11 @@ def main() -> None:
             made = create_albums(port, [f"live-{i}" for i in range(count)])
             subscriber.wait_for(count, timeout=600)
             delivered = time.monotonic() - began
-            print(f"live: {count} mutations in {made:.1f} s, all {count} events delivered "
-                  f"{delivered - made:.2f} s after the last response "
-                  f"({count / delivered:.0f} events/s end to end)")
+            print(
+                f"live: {count} mutations in {made:.1f} s, all {count} events delivered "
+                f"{delivered - made:.2f} s after the last response "
+                f"({count / delivered:.0f} events/s end to end)"
+            )
             subscriber.close()
         finally:
             service.terminate()

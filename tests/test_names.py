@@ -573,7 +573,9 @@ async def test_traversal_urls_are_refused_and_touch_nothing(api, data_dir, tmp_p
             if method != "HEAD":
                 error = error_of(response)
                 if response.code == 400:
-                    assert " name must not " in error or error == "the URL path is not valid UTF-8", error
+                    assert (
+                        " name must not " in error or error == "the URL path is not valid UTF-8"
+                    ), error
 
     assert tree_snapshot(tmp_path.parent, data_dir) == outside_before
     assert suspects_near(data_dir) == suspects_before
