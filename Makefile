@@ -31,9 +31,9 @@ lint: $(DEV)
 system-deps:
 	scripts/ensure-debian-packages python3=python3 py:ensurepip=python3-venv
 
-# The tests start their own private brokers.
+# The tests start their own private brokers, and load the Swagger page in Debian's Chromium.
 test-system-deps:
-	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto
+	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto chromium=chromium
 
 $(PY):
 	$(MAKE) system-deps

@@ -7,25 +7,46 @@ from tornado.web import Application
 
 from handlers.albums import AlbumHandler, AlbumsHandler
 from handlers.base import NotFoundHandler, RequestTracker
+from handlers.docs import docs_routes
 from handlers.health import HealthHandler
 from handlers.images import ImageHandler, ImagesHandler
+from handlers.openapi import build_spec
 from store import ImageStore
 
 API_PREFIX = "/api/v1"
 
+API_ROUTES = [
+    (rf"{API_PREFIX}/albums", AlbumsHandler),
+    (rf"{API_PREFIX}/albums/(?P<album>[^/]+)", AlbumHandler),
+    (rf"{API_PREFIX}/albums/(?P<album>[^/]+)/images", ImagesHandler),
+    (rf"{API_PREFIX}/albums/(?P<album>[^/]+)/images/(?P<image>[^/]+)", ImageHandler),
+]
+ROOT_ROUTES = [(r"/healthz", HealthHandler)]
+
+
+def api_server_url(host_ip: str, port: int) -> str:
+    """Absolute as the Go original when HOSTIP is known; relative otherwise, so that the
+    Swagger page works behind a proxy."""
+    return f"http://{host_ip}:{port}{API_PREFIX}" if host_ip else API_PREFIX
+
 
 def make_app(
-    store: ImageStore, notifier_status: Callable[[], dict] | None = None, **settings: Any
+    store: ImageStore,
+    notifier_status: Callable[[], dict] | None = None,
+    docs: bool = True,
+    server_url: str = API_PREFIX,
+    **settings: Any,
 ) -> Application:
-    """``notifier_status``: the MQTT publisher's state for /healthz (None: MQTT off)."""
+    """``notifier_status``: the MQTT publisher's state for /healthz (None: MQTT off).
+    ``docs``: serve the Swagger page and the OpenAPI document under /swagger."""
     args = {"store": store}
-    routes = [
-        (r"/healthz", HealthHandler, {**args, "notifier_status": notifier_status}),
-        (rf"{API_PREFIX}/albums/?", AlbumsHandler, args),
-        (rf"{API_PREFIX}/albums/([^/]+)/?", AlbumHandler, args),
-        (rf"{API_PREFIX}/albums/([^/]+)/images/?", ImagesHandler, args),
-        (rf"{API_PREFIX}/albums/([^/]+)/images/([^/]+)", ImageHandler, args),
+    routes: list[tuple] = [
+        (pattern, handler, {**args, "notifier_status": notifier_status})
+        for pattern, handler in ROOT_ROUTES
     ]
+    routes += [(pattern, handler, args) for pattern, handler in API_ROUTES]
+    if docs:
+        routes += docs_routes(build_spec(API_ROUTES, ROOT_ROUTES, server_url))
     return Application(
         routes,
         default_handler_class=NotFoundHandler,

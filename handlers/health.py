@@ -12,6 +12,18 @@ class HealthHandler(APIHandler):
         self._notifier_status = notifier_status
 
     async def get(self) -> None:
+        """The service's health.
+        ---
+        summary: Health of the service and of its MQTT notifier
+        tags: [service]
+        responses:
+          200:
+            description: Up; whether the broker is connected and how many events wait.
+            content:
+              application/json:
+                schema: {$ref: "#/components/schemas/Health"}
+          503: {$ref: "#/components/responses/Unavailable"}
+        """
         mqtt = {"enabled": False}
         if self._notifier_status is not None:
             mqtt = {"enabled": True, **self._notifier_status()}

@@ -86,39 +86,188 @@ class UploadingHandler(APIHandler):
 class ImagesHandler(UploadingHandler):
     async def prepare_body(self) -> None:
         if self.request.method == "POST":
-            await self.start_upload(self.path_args[0], None)
+            await self.start_upload(self.path_kwargs["album"], None)
         else:
             await super().prepare_body()
 
     async def get(self, album: str) -> None:
+        """List an album's images.
+        ---
+        summary: List an album's images, sorted by name
+        tags: [images]
+        responses:
+          200:
+            description: Every image's name.
+            content:
+              application/json:
+                schema: {$ref: "#/components/schemas/ImageList"}
+          400: {$ref: "#/components/responses/BadRequest"}
+          404: {$ref: "#/components/responses/NotFound"}
+          413: {$ref: "#/components/responses/TooLarge"}
+          503: {$ref: "#/components/responses/Unavailable"}
+        """
         self.write_json({"imageList": await self.store.list_images(album)})
 
     async def post(self, album: str) -> None:
+        """Upload an image (multipart form, the Go original's way).
+        ---
+        summary: Upload an image as multipart/form-data (field "file"; its filename names the image)
+        tags: [images]
+        requestBody:
+          required: true
+          content:
+            multipart/form-data:
+              schema:
+                type: object
+                required: [file]
+                properties:
+                  file: {type: string, format: binary}
+        responses:
+          200:
+            description: 'Stored: "{image} image added to album {album}".'
+            content:
+              application/json:
+                schema: {$ref: "#/components/schemas/Message"}
+          400: {$ref: "#/components/responses/BadRequest"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          413: {$ref: "#/components/responses/TooLarge"}
+          415: {$ref: "#/components/responses/NotAnImage"}
+          503: {$ref: "#/components/responses/Unavailable"}
+          507: {$ref: "#/components/responses/StorageFull"}
+        """
         await self.finish_upload()
 
 
 class ImageHandler(UploadingHandler):
     async def prepare_body(self) -> None:
         if self.request.method == "PUT":
-            await self.start_upload(*self.path_args)
+            await self.start_upload(self.path_kwargs["album"], self.path_kwargs["image"])
         else:
             await super().prepare_body()
 
     async def put(self, album: str, image: str) -> None:
+        """Upload an image as the raw body.
+        ---
+        summary: Upload an image as the raw request body, named by the URL
+        tags: [images]
+        requestBody:
+          description: The image itself; its type is read from its bytes, not from Content-Type.
+          required: true
+          content:
+            application/octet-stream:
+              schema: {type: string, format: binary}
+            image/*:
+              schema: {type: string, format: binary}
+        responses:
+          200:
+            description: 'Stored: "{image} image added to album {album}".'
+            content:
+              application/json:
+                schema: {$ref: "#/components/schemas/Message"}
+          400: {$ref: "#/components/responses/BadRequest"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          413: {$ref: "#/components/responses/TooLarge"}
+          415: {$ref: "#/components/responses/NotAnImage"}
+          503: {$ref: "#/components/responses/Unavailable"}
+          507: {$ref: "#/components/responses/StorageFull"}
+        """
         await self.finish_upload()
 
     async def delete(self, album: str, image: str) -> None:
+        """Delete an image.
+        ---
+        summary: Delete an image
+        tags: [images]
+        responses:
+          200:
+            description: 'Deleted: "{image} image deleted from album {album}".'
+            content:
+              application/json:
+                schema: {$ref: "#/components/schemas/Message"}
+          400: {$ref: "#/components/responses/BadRequest"}
+          404: {$ref: "#/components/responses/NotFound"}
+          413: {$ref: "#/components/responses/TooLarge"}
+          503: {$ref: "#/components/responses/Unavailable"}
+          507: {$ref: "#/components/responses/StorageFull"}
+        """
         album, image = await self.store.delete_image(album, image)
         self.write_json({"message": f"{image} image deleted from album {album}"})
 
     async def patch(self, album: str, image: str) -> None:
+        """Rename an image.
+        ---
+        summary: Rename an image (nothing is copied)
+        tags: [images]
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ImageName"}
+        responses:
+          200:
+            description: 'Renamed: "{old} image modified to {new}".'
+            content:
+              application/json:
+                schema: {$ref: "#/components/schemas/Message"}
+          400: {$ref: "#/components/responses/BadRequest"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          413: {$ref: "#/components/responses/TooLarge"}
+          503: {$ref: "#/components/responses/Unavailable"}
+          507: {$ref: "#/components/responses/StorageFull"}
+        """
         old, new = await self.store.rename_image(album, image, self.json_body("imageName"))
         self.write_json({"message": f"{old} image modified to {new}"})
 
     async def get(self, album: str, image: str) -> None:
+        """Download an image.
+        ---
+        summary: Download an image (conditional requests and a single Range supported)
+        tags: [images]
+        parameters:
+          - {name: download, in: query, required: false, schema: {type: string, enum: ["1", "0"]},
+             description: "1: Content-Disposition attachment instead of inline"}
+          - {name: Range, in: header, required: false, schema: {type: string},
+             description: "One byte range, e.g. bytes=0-1023 (several ranges get the whole image)"}
+          - {name: If-Range, in: header, required: false, schema: {type: string}}
+          - {name: If-None-Match, in: header, required: false, schema: {type: string}}
+          - {name: If-Modified-Since, in: header, required: false, schema: {type: string}}
+        responses:
+          200: {$ref: "#/components/responses/Image"}
+          206: {$ref: "#/components/responses/PartialImage"}
+          304: {description: "Not modified since the validators given."}
+          400: {$ref: "#/components/responses/BadRequest"}
+          404: {$ref: "#/components/responses/NotFound"}
+          413: {$ref: "#/components/responses/TooLarge"}
+          416:
+            description: The range lies outside the image.
+            headers:
+              Content-Range: {description: "bytes */size", schema: {type: string}}
+            content:
+              application/json:
+                schema: {$ref: "#/components/schemas/Error"}
+          503: {$ref: "#/components/responses/Unavailable"}
+        """
         await self._send_image(album, image, include_body=True)
 
     async def head(self, album: str, image: str) -> None:
+        """An image's headers, without its bytes.
+        ---
+        summary: An image's headers (type, size, ETag...) without its bytes
+        tags: [images]
+        parameters:
+          - {name: If-None-Match, in: header, required: false, schema: {type: string}}
+          - {name: If-Modified-Since, in: header, required: false, schema: {type: string}}
+        responses:
+          200: {$ref: "#/components/responses/Image"}
+          304: {description: "Not modified since the validators given."}
+          400: {description: "Malformed request."}
+          404: {description: "The album or image does not exist."}
+          413: {description: "The request carried a body over 64 KiB."}
+          503: {description: "The service is shutting down, or its storage failed."}
+        """
         await self._send_image(album, image, include_body=False)
 
     async def _send_image(self, album: str, image: str, include_body: bool) -> None:

@@ -1,0 +1,60 @@
+"""/swagger: the bundled Swagger UI page and the OpenAPI document, served offline."""
+
+import json
+import os
+import sys
+
+from tornado.web import RedirectHandler, RequestHandler, StaticFileHandler
+
+# Beside the sources, or unpacked from the one-file executable.
+STATIC_DIR = os.path.join(
+    getattr(sys, "_MEIPASS", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "static",
+)
+SWAGGER_DIR = os.path.join(STATIC_DIR, "swagger")
+
+# Only the service's own origin; Swagger UI sets inline styles and data: icons.
+SWAGGER_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class _JSONErrors:
+    """Errors as the API's: JSON, never an HTML page."""
+
+    def write_error(self, status_code: int, **kwargs) -> None:  # noqa: ANN003
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": "no such page" if status_code == 404 else self._reason}))
+
+
+class SwaggerAssetHandler(_JSONErrors, StaticFileHandler):
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", SWAGGER_CSP)
+
+    def get_cache_time(self, path: str, modified, mime_type: str) -> int:  # noqa: ANN001
+        return 0 if path == "index.html" else 3600
+
+
+class OpenAPIHandler(_JSONErrors, RequestHandler):
+    def initialize(self, document: dict) -> None:
+        self._body = json.dumps(document, ensure_ascii=False).encode("utf-8")
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.finish(self._body)
+
+
+def docs_routes(document: dict) -> list[tuple]:
+    return [
+        (r"/swagger/?", RedirectHandler, {"url": "/swagger/index.html"}),
+        (r"/swagger/(?:openapi|doc)\.json", OpenAPIHandler, {"document": document}),
+        (r"/swagger/(.+)", SwaggerAssetHandler, {"path": SWAGGER_DIR}),
+    ]
