@@ -10,6 +10,7 @@ import sys
 from tornado.httpserver import HTTPServer
 
 from handlers import make_app
+from memory import start_memory_release
 from notify import BrokerSettings, OutboxPublisher
 from notify.watch import watch
 from settings import VERSION, Settings, parse_settings
@@ -62,6 +63,7 @@ async def serve(settings: Settings) -> int:
         store.close()
         return 1
 
+    memory_release = start_memory_release(settings.memory_release_seconds)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -90,6 +92,8 @@ async def serve(settings: Settings) -> int:
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
     except TimeoutError:
         log.warning("some connections did not close in time")
+    if memory_release:
+        memory_release.stop()
     if publisher:
         await publisher.stop(timeout=2)
     store.close()

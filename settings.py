@@ -92,6 +92,7 @@ class Settings:
     mqtt_client_id: str = ""
     mqtt_protocol: str = "3.1.1"
     outbox_limit: int = 1_000_000
+    memory_release_seconds: float = 60.0
 
     @property
     def broker_host(self) -> str:
@@ -161,6 +162,12 @@ _OPTIONS = (
         "IMAGESTORE_OUTBOX_LIMIT",
         _positive_int,
         "events kept while the broker is away; beyond it the oldest are dropped",
+    ),
+    (
+        "--memory-release-seconds",
+        "IMAGESTORE_MEMORY_RELEASE_SECONDS",
+        _positive_float,
+        "how often freed memory is given back to the OS (gc + malloc_trim); 0: never",
     ),
 )
 
