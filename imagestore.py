@@ -9,7 +9,9 @@ import sys
 
 from tornado.httpserver import HTTPServer
 
-from handlers import make_app
+from handlers import api_server_url, make_app
+from handlers.access import AccessPolicy
+from handlers.images import UploadLimits
 from memory import start_memory_release
 from notify import BrokerSettings, OutboxPublisher
 from notify.watch import watch
@@ -42,6 +44,7 @@ async def serve(settings: Settings) -> int:
             settings.data,
             settings.max_upload_bytes,
             outbox_limit=settings.outbox_limit if settings.mqtt else None,
+            min_free_bytes=settings.min_free_bytes,
         )
     except StoreError as err:
         log.error("cannot open the data folder %s: %s", os.path.abspath(settings.data), err)
@@ -52,8 +55,25 @@ async def serve(settings: Settings) -> int:
         publisher.start()
     else:
         log.info("MQTT notifications are off (IMAGESTORE_MQTT=off): no events are recorded")
-    app = make_app(store, notifier_status=publisher.status if publisher else None)
-    server = HTTPServer(app, max_body_size=DEFAULT_MAX_BODY_BYTES)
+    app = make_app(
+        store,
+        notifier_status=publisher.status if publisher else None,
+        docs=not settings.prod_mode,
+        server_url=api_server_url(settings.host_ip, settings.port),
+        access=AccessPolicy(settings.api_keys, settings.public_read, settings.cors_origins),
+        limits=UploadLimits(
+            settings.max_concurrent_uploads,
+            settings.body_timeout_seconds,
+            settings.body_min_bytes_per_second,
+        ),
+    )
+    server = HTTPServer(
+        app,
+        max_body_size=DEFAULT_MAX_BODY_BYTES,
+        max_header_size=settings.max_header_bytes,
+        idle_connection_timeout=settings.idle_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+    )
     try:
         server.listen(settings.port, settings.address)
     except OSError as err:
@@ -75,6 +95,18 @@ async def serve(settings: Settings) -> int:
         store.data_dir,
         settings.max_upload_bytes,
     )
+    if settings.api_keys:
+        log.info(
+            "access control on: %d API key(s); reads %s",
+            len(settings.api_keys),
+            "are public" if settings.public_read else "need a key too",
+        )
+    if settings.prod_mode:
+        log.info("API documentation is disabled (PRODMODE is set): nothing under /swagger")
+    else:
+        log.info(
+            "Swagger Documentation available at %s/swagger/index.html", settings.advertised_url
+        )
     await stopping.wait()
 
     log.info(

@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,32 @@ def parse_switch(text: str) -> bool:
     if value in ("0", "off", "false", "no"):
         return False
     raise argparse.ArgumentTypeError(f"not on or off: {text!r}")
+
+
+def parse_api_keys(text: str) -> tuple[str, ...]:
+    """Keys from "k1,k2", or from a file named "@/path" (one per line, # comments)."""
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as key_file:
+                lines = [line.split("#", 1)[0] for line in key_file]
+        except OSError as err:
+            raise argparse.ArgumentTypeError(f"cannot read the key file: {err.strerror}") from None
+    else:
+        lines = text.split(",")
+    keys = tuple(key.strip() for key in lines if key.strip())
+    if text.strip() and not keys:
+        raise argparse.ArgumentTypeError("no key found")
+    return keys
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise argparse.ArgumentTypeError(
+                f"not an origin: {origin!r} (like https://app.example)"
+            )
+    return origins
 
 
 def _log_level(text: str) -> str:
@@ -93,6 +120,16 @@ class Settings:
     mqtt_protocol: str = "3.1.1"
     outbox_limit: int = 1_000_000
     memory_release_seconds: float = 60.0
+    prod_mode: bool = False
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    public_read: bool = True
+    cors_origins: tuple[str, ...] = ("*",)
+    idle_timeout_seconds: float = 60.0
+    body_timeout_seconds: float = 30.0
+    body_min_bytes_per_second: int = 16 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_concurrent_uploads: int = 16 * (os.cpu_count() or 1)
+    min_free_bytes: int = 64 * 1024**2
 
     @property
     def broker_host(self) -> str:
@@ -164,6 +201,57 @@ _OPTIONS = (
         "events kept while the broker is away; beyond it the oldest are dropped",
     ),
     (
+        "--api-keys",
+        "IMAGESTORE_API_KEYS",
+        parse_api_keys,
+        "keys allowed to change things (comma-separated, or @/path/to/file with one per "
+        "line); empty: no access control",
+    ),
+    (
+        "--public-read",
+        "IMAGESTORE_PUBLIC_READ",
+        parse_switch,
+        "with API keys set: whether reads (GET, HEAD) need no key",
+    ),
+    (
+        "--cors-origins",
+        "IMAGESTORE_CORS_ORIGINS",
+        parse_origins,
+        "origins browsers may call the API from (comma-separated; * for any)",
+    ),
+    (
+        "--idle-timeout-seconds",
+        "IMAGESTORE_IDLE_TIMEOUT_SECONDS",
+        _positive_float,
+        "a connection idle this long (or this slow to send its headers) is closed",
+    ),
+    (
+        "--body-timeout-seconds",
+        "IMAGESTORE_BODY_TIMEOUT_SECONDS",
+        _positive_float,
+        "a request body must arrive within this time, extended by one second per "
+        "--body-min-bytes-per-second received",
+    ),
+    (
+        "--body-min-bytes-per-second",
+        "IMAGESTORE_BODY_MIN_BYTES_PER_SECOND",
+        parse_size,
+        "the slowest upload rate kept going past the body timeout",
+    ),
+    ("--max-header-bytes", "IMAGESTORE_MAX_HEADER_BYTES", parse_size, "largest request head"),
+    (
+        "--max-concurrent-uploads",
+        "IMAGESTORE_MAX_CONCURRENT_UPLOADS",
+        _positive_int,
+        "uploads at once; the next gets 503 with Retry-After before its body is read",
+    ),
+    (
+        "--min-free-bytes",
+        "IMAGESTORE_MIN_FREE_BYTES",
+        parse_size,
+        "refuse uploads (507) when the data folder's disk has less free space than this",
+    ),
+    (
         "--memory-release-seconds",
         "IMAGESTORE_MEMORY_RELEASE_SECONDS",
         _positive_float,
@@ -198,5 +286,12 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
             default=default,
             help=f"{help_text} [{env}; default: {getattr(defaults, name)!r}]",
         )
+    parser.add_argument(
+        "--prod-mode",
+        action="store_true",
+        default="PRODMODE" in environ,
+        help="do not serve the Swagger page and the OpenAPI document "
+        "[PRODMODE, any value; default: off]",
+    )
     args = parser.parse_args(argv)
     return Settings(**{name: getattr(args, name) for name in Settings.__dataclass_fields__})

@@ -5,11 +5,12 @@ from typing import Any
 
 from tornado.web import Application
 
+from handlers.access import AccessPolicy
 from handlers.albums import AlbumHandler, AlbumsHandler
 from handlers.base import NotFoundHandler, RequestTracker
 from handlers.docs import docs_routes
 from handlers.health import HealthHandler
-from handlers.images import ImageHandler, ImagesHandler
+from handlers.images import ImageHandler, ImagesHandler, UploadLimits
 from handlers.openapi import build_spec
 from store import ImageStore
 
@@ -35,10 +36,15 @@ def make_app(
     notifier_status: Callable[[], dict] | None = None,
     docs: bool = True,
     server_url: str = API_PREFIX,
+    access: AccessPolicy | None = None,
+    limits: UploadLimits | None = None,
     **settings: Any,
 ) -> Application:
     """``notifier_status``: the MQTT publisher's state for /healthz (None: MQTT off).
-    ``docs``: serve the Swagger page and the OpenAPI document under /swagger."""
+    ``docs``: serve the Swagger page and the OpenAPI document under /swagger.
+    ``access``: API keys and CORS (default: open, any origin, as the Go original).
+    ``limits``: concurrent uploads and body timeouts."""
+    access = access or AccessPolicy()
     args = {"store": store}
     routes: list[tuple] = [
         (pattern, handler, {**args, "notifier_status": notifier_status})
@@ -46,11 +52,13 @@ def make_app(
     ]
     routes += [(pattern, handler, args) for pattern, handler in API_ROUTES]
     if docs:
-        routes += docs_routes(build_spec(API_ROUTES, ROOT_ROUTES, server_url))
+        routes += docs_routes(build_spec(API_ROUTES, ROOT_ROUTES, server_url, access))
     return Application(
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=args,
         requests=RequestTracker(),
+        access=access,
+        limits=limits or UploadLimits(),
         **settings,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
+from handlers.access import AccessPolicy
 from store import (
     Conflict,
     ImageStore,
@@ -39,9 +40,12 @@ JSON_BODY_LIMIT = 64 * 1024
 API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 
-def http_error(status: int, message: str) -> HTTPError:
-    """An HTTPError whose message reaches the client as ``{"error": message}``."""
-    return HTTPError(status, "%s", message)
+def http_error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPError:
+    """An HTTPError whose message reaches the client as ``{"error": message}``, with
+    ``headers`` (Retry-After...) on the error response."""
+    err = HTTPError(status, "%s", message)
+    err.headers = headers or {}
+    return err
 
 
 def status_of(err: BaseException) -> int:
@@ -52,10 +56,12 @@ def status_of(err: BaseException) -> int:
 
 
 class RequestTracker:
-    """Counts requests in flight, so that shutdown can wait for them."""
+    """Counts requests (and uploads) in flight, so that shutdown can wait for them
+    and uploads can be limited."""
 
     def __init__(self) -> None:
         self.active = 0
+        self.uploads = 0
         self.draining = False
 
     async def wait_idle(self, timeout: float) -> bool:
@@ -98,14 +104,35 @@ class APIHandler(RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Security-Policy", API_CSP)
         self.set_header("Cache-Control", "no-store")
+        # Here, so that error responses carry them too (send_error clears headers).
+        for name, value in self.access.cors_headers(self.request.headers.get("Origin")).items():
+            self.set_header(name, value)
+
+    @property
+    def access(self) -> AccessPolicy:
+        return self.application.settings["access"]
 
     async def prepare(self) -> None:
         if self._tracker.draining:
             # Connections kept alive from before the shutdown began: answer, then close.
-            self.set_header("Retry-After", "1")
             self.request.connection._disconnect_on_finish = True  # Tornado has no public door
-            raise http_error(503, "the service is shutting down")
+            raise http_error(503, "the service is shutting down", {"Retry-After": "1"})
+        if not self.access.allows(self.request.method, self.request.headers):
+            raise http_error(
+                401,
+                "an API key is needed: send Authorization: Bearer <key> or X-API-Key",
+                {"WWW-Authenticate": 'Bearer realm="imagestore"'},
+            )
         await self.prepare_body()
+
+    def options(self, *args: str, **kwargs: str) -> None:
+        """CORS preflight: which methods and headers a browser page may use."""
+        for name, value in self.access.preflight_headers(
+            self.request.headers.get("Origin")
+        ).items():
+            self.set_header(name, value)
+        self.set_status(204)
+        self.finish()
 
     async def prepare_body(self) -> None:
         """Get ready for the request's body; by default a small JSON document."""
@@ -160,7 +187,7 @@ class APIHandler(RequestHandler):
         err = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(err, StoreError):
             message = str(err)
-        elif isinstance(err, HTTPError) and err.log_message and status_code < 500:
+        elif isinstance(err, HTTPError) and err.log_message and status_code not in (500, 502):
             message = err.log_message % err.args if err.args else err.log_message
         elif status_code == 404:
             message = "no such endpoint"
@@ -170,6 +197,8 @@ class APIHandler(RequestHandler):
             message = "internal server error"
         else:
             message = self._reason
+        for name, value in getattr(err, "headers", {}).items():
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": message}))
 

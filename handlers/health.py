@@ -27,4 +27,9 @@ class HealthHandler(APIHandler):
         mqtt = {"enabled": False}
         if self._notifier_status is not None:
             mqtt = {"enabled": True, **self._notifier_status()}
-        self.write_json({"status": "ok", "mqtt": mqtt})
+        storage = {
+            "freeBytes": self.store.free_bytes(),
+            "minFreeBytes": self.store.min_free_bytes,
+            "uploadsRefused": self.store.refusing_uploads(),
+        }
+        self.write_json({"status": "ok", "mqtt": mqtt, "storage": storage})

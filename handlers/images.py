@@ -1,10 +1,12 @@
 """/api/v1/albums/{album}/images and /api/v1/albums/{album}/images/{image}."""
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tornado.httputil import format_timestamp
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
 from handlers.base import APIHandler, http_error
@@ -19,6 +21,15 @@ log = logging.getLogger("imagestore.http")
 NO_TORNADO_LIMIT = 1 << 62
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """How many uploads at once, and how slow a body may arrive."""
+
+    max_concurrent_uploads: int = 16
+    body_timeout_seconds: float = 30.0
+    body_min_bytes_per_second: int = 16 * 1024
+
+
 class UploadingHandler(APIHandler):
     """Streams an upload's body into the store as it arrives."""
 
@@ -28,6 +39,12 @@ class UploadingHandler(APIHandler):
         super().initialize(**kwargs)
         self._received = 0
         self._body_limit = 0
+        self._counted_upload = False
+        self._pace_check: object | None = None
+
+    @property
+    def limits(self) -> UploadLimits:
+        return self.application.settings["limits"]
 
     async def start_upload(self, album: str, image: str | None) -> None:
         """Refuse what can be refused before the body is read, then get ready for it.
@@ -41,7 +58,14 @@ class UploadingHandler(APIHandler):
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._body_limit:
             raise http_error(413, self._too_large())
+        if self._tracker.uploads >= self.limits.max_concurrent_uploads:
+            raise http_error(
+                503,
+                f"{self.limits.max_concurrent_uploads} uploads are already running: retry shortly",
+                {"Retry-After": "1"},
+            )
         album = await self.store.require_album(album)
+        self.store.check_room(int(declared) if declared.isdigit() else 0)
         if image is None:
             body = MultipartImageBody(
                 self.store, album, self.request.headers.get("Content-Type", "")
@@ -49,7 +73,45 @@ class UploadingHandler(APIHandler):
         else:
             body = RawImageBody(await self.store.begin_upload(album, image))
         self._image_body = body
-        self.request.connection.set_max_body_size(NO_TORNADO_LIMIT)
+        self._tracker.uploads += 1
+        self._counted_upload = True
+        connection = self.request.connection
+        connection.set_max_body_size(NO_TORNADO_LIMIT)
+        # Tornado's body timeout is for the whole body: fine for JSON, wrong for a
+        # large upload. Ours grows with the bytes received (a minimum rate).
+        connection.set_body_timeout(None)
+        self._started = IOLoop.current().time()
+        self._pace_check = IOLoop.current().call_later(
+            self.limits.body_timeout_seconds, self._check_pace
+        )
+
+    def _check_pace(self) -> None:
+        limits = self.limits
+        deadline = (
+            self._started
+            + limits.body_timeout_seconds
+            + self._received / limits.body_min_bytes_per_second
+        )
+        now = IOLoop.current().time()
+        if now < deadline:
+            self._pace_check = IOLoop.current().call_later(deadline - now, self._check_pace)
+            return
+        self._pace_check = None
+        self._image_body.abort()
+        self.fail(
+            http_error(
+                408,
+                f"the upload is too slow: {self._received} bytes in "
+                f"{now - self._started:.0f} s (at least {limits.body_min_bytes_per_second} "
+                "bytes/s are needed after the first "
+                f"{limits.body_timeout_seconds:.0f} s)",
+            )
+        )
+
+    def _stop_pace_check(self) -> None:
+        if self._pace_check is not None:
+            IOLoop.current().remove_timeout(self._pace_check)
+            self._pace_check = None
 
     def _too_large(self) -> str:
         return f"the image is larger than the limit of {self.store.max_upload_bytes} bytes"
@@ -69,18 +131,25 @@ class UploadingHandler(APIHandler):
             self.fail(err)
 
     async def finish_upload(self) -> None:
+        self._stop_pace_check()
         record = await self._image_body.finish()
         self.write_json({"message": f"{record.name} image added to album {record.album}"})
 
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
+    def _end_upload(self) -> None:
+        self._stop_pace_check()
         if self._image_body is not None:
             self._image_body.abort()
+        if self._counted_upload:
+            self._counted_upload = False
+            self._tracker.uploads -= 1
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._end_upload()
 
     def on_finish(self) -> None:
         super().on_finish()
-        if self._image_body is not None:
-            self._image_body.abort()
+        self._end_upload()
 
 
 class ImagesHandler(UploadingHandler):
@@ -132,6 +201,7 @@ class ImagesHandler(UploadingHandler):
           404: {$ref: "#/components/responses/NotFound"}
           409: {$ref: "#/components/responses/Conflict"}
           413: {$ref: "#/components/responses/TooLarge"}
+          408: {$ref: "#/components/responses/TooSlow"}
           415: {$ref: "#/components/responses/NotAnImage"}
           503: {$ref: "#/components/responses/Unavailable"}
           507: {$ref: "#/components/responses/StorageFull"}
@@ -169,6 +239,7 @@ class ImageHandler(UploadingHandler):
           404: {$ref: "#/components/responses/NotFound"}
           409: {$ref: "#/components/responses/Conflict"}
           413: {$ref: "#/components/responses/TooLarge"}
+          408: {$ref: "#/components/responses/TooSlow"}
           415: {$ref: "#/components/responses/NotAnImage"}
           503: {$ref: "#/components/responses/Unavailable"}
           507: {$ref: "#/components/responses/StorageFull"}

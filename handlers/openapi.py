@@ -11,6 +11,7 @@ from apispec import APISpec, yaml_utils
 from apispec_webframeworks.tornado import TornadoPlugin
 from tornado.web import RequestHandler
 
+from handlers.access import AccessPolicy
 from settings import VERSION
 
 IMAGE_TYPES = (
@@ -91,6 +92,14 @@ SCHEMAS: dict[str, dict] = {
                     "eventsDropped": {"type": "integer", "minimum": 0},
                 },
             },
+            "storage": {
+                "type": "object",
+                "properties": {
+                    "freeBytes": {"type": "integer", "minimum": 0},
+                    "minFreeBytes": {"type": "integer", "minimum": 0},
+                    "uploadsRefused": {"type": "boolean"},
+                },
+            },
         },
     },
 }
@@ -102,6 +111,8 @@ ERROR_RESPONSES = {
     "Conflict": "The name is already taken.",
     "TooLarge": "The body is over the limit (the upload limit, or 64 KiB for JSON).",
     "NotAnImage": "The file is not a JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, AVIF or HEIC image.",
+    "TooSlow": "The upload's body arrived too slowly (see the body timeout settings).",
+    "Unauthorized": "A valid API key is needed (Authorization: Bearer <key>, or X-API-Key).",
     "Unavailable": "The service is shutting down, or its storage failed; retry later.",
     "StorageFull": "The disk is full.",
 }
@@ -133,11 +144,18 @@ def _path_parameters(pattern: str) -> list[dict]:
     ]
 
 
-def build_spec(api_routes: list[tuple], root_routes: list[tuple], server_url: str) -> dict:
+def build_spec(
+    api_routes: list[tuple],
+    root_routes: list[tuple],
+    server_url: str,
+    access: AccessPolicy | None = None,
+) -> dict:
     """The OpenAPI document for the routes (pattern, handler class, ...).
 
     ``api_routes`` live under ``server_url`` (which ends in /api/v1); ``root_routes``
-    (health) are documented with a path-level server, the service's root.
+    (health) are documented with a path-level server, the service's root. With API
+    keys in ``access``, the operations that need one say so (and the page offers
+    "Authorize").
     """
     spec = APISpec(
         title="Image Storage Service",
@@ -169,7 +187,19 @@ def build_spec(api_routes: list[tuple], root_routes: list[tuple], server_url: st
         )
     for pattern, handler, *_ in root_routes:
         spec.path(urlspec=(pattern, handler), parameters=_path_parameters(pattern))
+    if access is not None and access.enabled:
+        spec.components.security_scheme("bearerKey", {"type": "http", "scheme": "bearer"})
+        spec.components.security_scheme(
+            "headerKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        )
     document = spec.to_dict()
+    if access is not None and access.enabled:
+        for pattern, *_ in api_routes:
+            item = document["paths"][openapi_path(pattern.removeprefix(api_prefix))]
+            for method, operation in item.items():
+                if method != "parameters" and access.needs_key(method.upper()):
+                    operation["security"] = [{"bearerKey": []}, {"headerKey": []}]
+                    operation["responses"]["401"] = {"$ref": "#/components/responses/Unauthorized"}
     for pattern, *_ in root_routes:
         document["paths"][pattern]["servers"] = [{"url": _origin(server_url) + "/"}]
     return document
@@ -209,6 +239,11 @@ def _image_components(spec: APISpec) -> None:
             "content": content,
         },
     )
+
+
+def openapi_path(pattern: str) -> str:
+    """The OpenAPI path of a route pattern: named groups become {name}."""
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
 
 
 def _origin(url: str) -> str:

@@ -22,6 +22,7 @@ from store.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    StorageFull,
     StorageUnavailable,
     StoreError,
     TooLarge,
@@ -41,12 +42,18 @@ class ImageStore:
     """Albums and images kept in ``data_dir``: ``catalog.sqlite3``, ``blobs/``, ``tmp/``."""
 
     def __init__(
-        self, data_dir: str, max_upload_bytes: int, outbox_limit: int | None = None
+        self,
+        data_dir: str,
+        max_upload_bytes: int,
+        outbox_limit: int | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         """``outbox_limit``: how many change events to keep for the notifier; None
-        records no events at all (notifications off)."""
+        records no events at all (notifications off). ``min_free_bytes``: uploads are
+        refused while the disk has less free space than this."""
         self.data_dir = os.path.abspath(data_dir)
         self.max_upload_bytes = max_upload_bytes
+        self.min_free_bytes = min_free_bytes
         self._event_listeners: list[Callable[[], None]] = []
         os.makedirs(self.data_dir, exist_ok=True)
         self._lock_fd = self._lock_data_dir()
@@ -154,6 +161,25 @@ class ImageStore:
         await self._change(self._catalog.rename_album, album, new_name)
         return album, new_name
 
+    # --- disk space ---------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """Free space for the data folder's owner, in bytes."""
+        stats = os.statvfs(self.data_dir)
+        return stats.f_bavail * stats.f_frsize
+
+    def refusing_uploads(self) -> bool:
+        return self.free_bytes() < self.min_free_bytes
+
+    def check_room(self, expected_bytes: int = 0) -> None:
+        """StorageFull unless ``expected_bytes`` fit and leave the minimum free."""
+        free = self.free_bytes()
+        if free - expected_bytes < self.min_free_bytes:
+            raise StorageFull(
+                f"not enough disk space: {free} bytes free, {self.min_free_bytes} kept in "
+                f"reserve{f', {expected_bytes} asked for' if expected_bytes else ''}"
+            )
+
     # --- images -------------------------------------------------------------------
 
     async def list_images(self, album: str) -> list[str]:
@@ -165,6 +191,7 @@ class ImageStore:
         image = validate_name(image, "image")
         if self._catalog.image_exists(album, image):
             raise Conflict(f"image {image} already exists in album {album}")
+        self.check_room()
         key = new_key()
         try:
             temp = self._blobs.new_temp(key)

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from process import SERVICE, Proc, clean_env  # noqa: E402
 
 from handlers import make_app  # noqa: E402
+from handlers.images import UploadLimits  # noqa: E402
 from store import ImageStore  # noqa: E402
 
 
@@ -38,8 +39,14 @@ def store(data_dir, max_upload_bytes):
 
 
 @pytest.fixture
-def app(store):
-    return make_app(store)
+def upload_limits():
+    """Tests start many uploads at once; the back-pressure tests set their own limit."""
+    return UploadLimits(max_concurrent_uploads=256)
+
+
+@pytest.fixture
+def app(store, upload_limits):
+    return make_app(store, limits=upload_limits)
 
 
 def multipart_body(

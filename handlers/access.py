@@ -1,0 +1,93 @@
+"""Who may call the API, and from which browser origins: API keys and CORS."""
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from tornado.httputil import HTTPHeaders
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+API_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_REQUEST_HEADERS = (
+    "Authorization, X-API-Key, Content-Type, Range, If-Range, If-None-Match, If-Modified-Since"
+)
+CORS_EXPOSED_HEADERS = (
+    "ETag, Last-Modified, Content-Disposition, Content-Range, Content-Length, Accept-Ranges, "
+    "Retry-After, WWW-Authenticate"
+)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """``keys`` empty: everyone may do everything (the Go original's behaviour)."""
+
+    keys: tuple[str, ...] = field(default=(), repr=False)
+    public_read: bool = True
+    cors_origins: tuple[str, ...] = ("*",)
+
+    def __post_init__(self) -> None:
+        # Only digests are kept: equal lengths for compare_digest, nothing to leak.
+        object.__setattr__(self, "_digests", tuple(_digest(key) for key in self.keys))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def needs_key(self, method: str) -> bool:
+        if not self.keys or method == "OPTIONS":
+            return False
+        return not (self.public_read and method in READ_METHODS)
+
+    def allows(self, method: str, headers: HTTPHeaders) -> bool:
+        if not self.needs_key(method):
+            return True
+        presented = _presented_key(headers)
+        if presented is None:
+            return False
+        candidate = _digest(presented)
+        # Compare with every key, whatever matches first: the time says nothing.
+        matches = [hmac.compare_digest(candidate, digest) for digest in self._digests]
+        return any(matches)
+
+    def cors_headers(self, origin: str | None) -> dict[str, str]:
+        """The headers that let a browser page from ``origin`` read the answer."""
+        if origin is None:
+            return {}
+        if "*" in self.cors_origins:
+            allowed = "*"
+        elif origin.rstrip("/") in self.cors_origins:
+            allowed = origin
+        else:
+            return {}
+        headers = {
+            "Access-Control-Allow-Origin": allowed,
+            "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS,
+        }
+        if allowed != "*":
+            headers["Vary"] = "Origin"
+        return headers
+
+    def preflight_headers(self, origin: str | None) -> dict[str, str]:
+        headers = self.cors_headers(origin)
+        if headers:
+            headers.update(
+                {
+                    "Access-Control-Allow-Methods": API_METHODS,
+                    "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
+                    "Access-Control-Max-Age": "600",
+                }
+            )
+        return headers
+
+
+def _presented_key(headers: HTTPHeaders) -> str | None:
+    authorization = headers.get("Authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    api_key = headers.get("X-API-Key", "").strip()
+    return api_key or None
