@@ -130,6 +130,7 @@ class Settings:
     max_header_bytes: int = 32 * 1024
     max_concurrent_uploads: int = 16 * (os.cpu_count() or 1)
     min_free_bytes: int = 64 * 1024**2
+    workers: int = os.cpu_count() or 1
 
     @property
     def broker_host(self) -> str:
@@ -199,6 +200,13 @@ _OPTIONS = (
         "IMAGESTORE_OUTBOX_LIMIT",
         _positive_int,
         "events kept while the broker is away; beyond it the oldest are dropped",
+    ),
+    (
+        "--workers",
+        "IMAGESTORE_WORKERS",
+        _positive_int,
+        "processes serving the port (each with its own catalog connection; one of them "
+        "publishes the MQTT events)",
     ),
     (
         "--api-keys",

@@ -1,5 +1,5 @@
 """The notifier: owns the MQTT broker connection and drains the store's event outbox."""
 
-from notify.publisher import BrokerSettings, OutboxPublisher
+from notify.publisher import BrokerSettings, NotifierState, OutboxPublisher
 
-__all__ = ["BrokerSettings", "OutboxPublisher"]
+__all__ = ["BrokerSettings", "NotifierState", "OutboxPublisher"]

@@ -8,13 +8,14 @@ paho's callbacks run on its network thread: they only hand over to the IOLoop.
 
 import asyncio
 import logging
+import multiprocessing
 import ssl
 import time
 import uuid
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from store import ImageStore
 
@@ -51,11 +52,42 @@ def make_client(settings: BrokerSettings, client_id: str) -> mqtt.Client:
     return client
 
 
+class NotifierState:
+    """The broker connection's state as /healthz tells it. It lives in shared memory,
+    so that every worker process answers for the one that publishes."""
+
+    def __init__(self) -> None:
+        self._connected = multiprocessing.RawValue("b", 0)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._connected.value)
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        self._connected.value = 1 if value else 0
+
+    def status(self, store: ImageStore) -> dict:
+        return {
+            "connected": self.connected,
+            "eventsPending": store.events_pending(),
+            "eventsDropped": store.events_dropped,
+        }
+
+
+# Other worker processes commit events too: look for them this often (ms).
+POLL_MILLISECONDS = 200
+
+
 class OutboxPublisher:
-    def __init__(self, store: ImageStore, settings: BrokerSettings) -> None:
+    def __init__(
+        self, store: ImageStore, settings: BrokerSettings, state: NotifierState | None = None
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._state = state or NotifierState()
         self._loop = IOLoop.current()
+        self._poll = PeriodicCallback(self._pump, POLL_MILLISECONDS)
         self._client = make_client(
             settings, settings.client_id or f"imagestore-{uuid.uuid4().hex[:12]}"
         )
@@ -74,8 +106,17 @@ class OutboxPublisher:
 
     # --- lifecycle (IOLoop) ------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return self._state.connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        self._state.connected = value
+
     def start(self) -> None:
         self._store.on_new_events(self._pump)
+        self._poll.start()
         log.info(
             "publishing events to mqtt://%s:%d topic %s",
             self._settings.host,
@@ -97,15 +138,12 @@ class OutboxPublisher:
     def close(self) -> None:
         """Disconnect now; what was not acknowledged stays in the outbox."""
         self._stopped = True
+        self._poll.stop()
         self._client.disconnect()
         self._client.loop_stop()
 
     def status(self) -> dict:
-        return {
-            "connected": self.connected,
-            "eventsPending": self._store.events_pending(),
-            "eventsDropped": self._store.events_dropped,
-        }
+        return self._state.status(self._store)
 
     # --- paho's thread: hand everything to the IOLoop -----------------------------
 

@@ -11,10 +11,11 @@ from store.errors import (
     TooLarge,
     UnsupportedMedia,
 )
-from store.store import ImageReader, ImageStore, Upload
+from store.store import DataFolder, ImageReader, ImageStore, Upload
 
 __all__ = [
     "Conflict",
+    "DataFolder",
     "ImageReader",
     "ImageRecord",
     "ImageStore",

@@ -51,6 +51,14 @@ MIGRATIONS = (
         payload TEXT NOT NULL
     );
     """,
+    # Counters shared by every process serving the folder (and kept across restarts).
+    """
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO counters (name, value) VALUES ('events_dropped', 0);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -98,7 +106,6 @@ class Catalog:
         self._migrate()
         self._reader = _connect(path)
         self._outbox_limit = outbox_limit
-        self.events_dropped = 0
         self._last_drop_warning = 0.0
 
     def close(self) -> None:
@@ -183,6 +190,10 @@ class Catalog:
         )
         return [(event_id, events.with_id(event_id, payload)) for event_id, payload in rows]
 
+    @property
+    def events_dropped(self) -> int:
+        return self._read("SELECT value FROM counters WHERE name = 'events_dropped'")[0][0]
+
     def events_pending(self) -> int:
         # Events leave the outbox only from its oldest end, so its ids are contiguous.
         low, high = self._read("SELECT min(id), max(id) FROM outbox")[0]
@@ -201,15 +212,20 @@ class Catalog:
             dropped = tx.execute(
                 "DELETE FROM outbox WHERE id <= ?", (newest - self._outbox_limit,)
             ).rowcount
-            self.events_dropped += dropped
+            tx.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'events_dropped'", (dropped,)
+            )
             now = time.monotonic()
             if now - self._last_drop_warning > DROP_WARNING_INTERVAL:
                 self._last_drop_warning = now
+                total = tx.execute(
+                    "SELECT value FROM counters WHERE name = 'events_dropped'"
+                ).fetchone()[0]
                 log.warning(
                     "the event outbox is full (%d events): dropped the oldest; "
-                    "%d dropped since start-up",
+                    "%d dropped in all",
                     self._outbox_limit,
-                    self.events_dropped,
+                    total,
                 )
 
     def forget_events(self, up_to_id: int) -> None:

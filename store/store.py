@@ -38,8 +38,79 @@ T = TypeVar("T")
 READ_CHUNK_BYTES = 256 * 1024
 
 
+class DataFolder:
+    """Exclusive ownership of a data folder, for one process (and its workers).
+
+    ``claim`` takes the lock, brings the catalog's schema up to date and sweeps what a
+    crash can leave behind; it is done once, before serving (before forking workers,
+    which inherit the lock).
+    """
+
+    # A restarted service may find its killed predecessor's workers still exiting.
+    LOCK_PATIENCE_SECONDS = 2.0
+
+    def __init__(self, path: str, lock_fd: int) -> None:
+        self.path = path
+        self._lock_fd: int | None = lock_fd
+
+    @classmethod
+    def claim(cls, data_dir: str) -> "DataFolder":
+        path = os.path.abspath(data_dir)
+        try:
+            os.makedirs(path, exist_ok=True)
+            lock_fd = _lock(path, cls.LOCK_PATIENCE_SECONDS)
+        except OSError as err:
+            raise storage_error(err) from err
+        folder = cls(path, lock_fd)
+        try:
+            blobs = BlobFolder(path)
+            catalog = Catalog(os.path.join(path, "catalog.sqlite3"))
+            try:
+                temps, orphans = blobs.sweep(catalog.all_blob_keys())
+            finally:
+                catalog.close()
+        except OSError as err:
+            folder.release()
+            raise storage_error(err) from err
+        except BaseException:
+            folder.release()
+            raise
+        if temps or orphans:
+            log.warning(
+                "start-up sweep removed %d unfinished upload(s) and %d orphan blob(s)",
+                temps,
+                orphans,
+            )
+        return folder
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _lock(path: str, patience: float) -> int:
+    fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise StorageUnavailable(
+                    f"the data folder {path} is in use by another imagestore process"
+                ) from None
+            time.sleep(0.05)
+
+
 class ImageStore:
-    """Albums and images kept in ``data_dir``: ``catalog.sqlite3``, ``blobs/``, ``tmp/``."""
+    """Albums and images kept in ``data_dir``: ``catalog.sqlite3``, ``blobs/``, ``tmp/``.
+
+    Several processes may each open a store on the same folder (SQLite serialises
+    their writes); one of them must have claimed it (``DataFolder.claim``) first.
+    """
 
     def __init__(
         self,
@@ -47,45 +118,32 @@ class ImageStore:
         max_upload_bytes: int,
         outbox_limit: int | None = None,
         min_free_bytes: int = 0,
+        claim: bool = True,
     ) -> None:
         """``outbox_limit``: how many change events to keep for the notifier; None
         records no events at all (notifications off). ``min_free_bytes``: uploads are
-        refused while the disk has less free space than this."""
+        refused while the disk has less free space than this. ``claim``: take the
+        folder for this store (False: a worker of a process that claimed it)."""
         self.data_dir = os.path.abspath(data_dir)
         self.max_upload_bytes = max_upload_bytes
         self.min_free_bytes = min_free_bytes
         self._event_listeners: list[Callable[[], None]] = []
-        os.makedirs(self.data_dir, exist_ok=True)
-        self._lock_fd = self._lock_data_dir()
+        self._folder = DataFolder.claim(self.data_dir) if claim else None
         try:
             self._blobs = BlobFolder(self.data_dir)
             self._catalog = Catalog(os.path.join(self.data_dir, "catalog.sqlite3"), outbox_limit)
         except OSError as err:
-            os.close(self._lock_fd)
+            self._release()
             raise storage_error(err) from err
         # One writer thread: SQLite takes one writer at a time anyway, and each
         # commit fsyncs, which must never run on the IOLoop.
         self._catalog_writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-writer")
         self._disk = ThreadPoolExecutor(4, thread_name_prefix="blob-io")
         self._uploads: set[Upload] = set()
-        temps, orphans = self._blobs.sweep(self._catalog.all_blob_keys())
-        if temps or orphans:
-            log.warning(
-                "start-up sweep removed %d unfinished upload(s) and %d orphan blob(s)",
-                temps,
-                orphans,
-            )
 
-    def _lock_data_dir(self) -> int:
-        fd = os.open(os.path.join(self.data_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StorageUnavailable(
-                f"the data folder {self.data_dir} is in use by another imagestore process"
-            ) from None
-        return fd
+    def _release(self) -> None:
+        if self._folder is not None:
+            self._folder.release()
 
     def close(self) -> None:
         for upload in list(self._uploads):
@@ -93,7 +151,7 @@ class ImageStore:
         self._catalog_writer.shutdown(wait=True)
         self._disk.shutdown(wait=True)
         self._catalog.close()
-        os.close(self._lock_fd)
+        self._release()
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._catalog_writer, fn, *args)
