@@ -80,6 +80,8 @@ class APIHandler(RequestHandler):
     """
 
     store: ImageStore
+    # True for what must answer without a key whatever the policy (the health check).
+    public = False
 
     def initialize(self, store: ImageStore) -> None:
         self.store = store
@@ -117,7 +119,7 @@ class APIHandler(RequestHandler):
             # Connections kept alive from before the shutdown began: answer, then close.
             self.request.connection._disconnect_on_finish = True  # Tornado has no public door
             raise http_error(503, "the service is shutting down", {"Retry-After": "1"})
-        if not self.access.allows(self.request.method, self.request.headers):
+        if not self.public and not self.access.allows(self.request.method, self.request.headers):
             raise http_error(
                 401,
                 "an API key is needed: send Authorization: Bearer <key> or X-API-Key",

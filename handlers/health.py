@@ -7,6 +7,9 @@ from store import ImageStore
 
 
 class HealthHandler(APIHandler):
+    # Load balancers and orchestrators probe it without credentials.
+    public = True
+
     def initialize(self, store: ImageStore, notifier_status: Callable[[], dict] | None) -> None:
         super().initialize(store)
         self._notifier_status = notifier_status
