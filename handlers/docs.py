@@ -38,6 +38,11 @@ class SwaggerAssetHandler(_JSONErrors, StaticFileHandler):
         return 0 if path == "index.html" else 3600
 
 
+class SwaggerRedirectHandler(RedirectHandler):
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+
 class OpenAPIHandler(_JSONErrors, RequestHandler):
     def initialize(self, document: dict) -> None:
         self._body = json.dumps(document, ensure_ascii=False).encode("utf-8")
@@ -54,7 +59,7 @@ class OpenAPIHandler(_JSONErrors, RequestHandler):
 
 def docs_routes(document: dict) -> list[tuple]:
     return [
-        (r"/swagger/?", RedirectHandler, {"url": "/swagger/index.html"}),
+        (r"/swagger/?", SwaggerRedirectHandler, {"url": "/swagger/index.html"}),
         (r"/swagger/(?:openapi|doc)\.json", OpenAPIHandler, {"document": document}),
         (r"/swagger/(.+)", SwaggerAssetHandler, {"path": SWAGGER_DIR}),
     ]
