@@ -7,7 +7,7 @@ from tornado.web import Application
 
 from handlers.access import AccessPolicy
 from handlers.albums import AlbumHandler, AlbumsHandler
-from handlers.base import NotFoundHandler, RequestTracker
+from handlers.base import ListCache, NotFoundHandler, RequestTracker
 from handlers.docs import docs_routes
 from handlers.health import HealthHandler
 from handlers.images import ImageHandler, ImagesHandler, UploadLimits
@@ -58,6 +58,7 @@ def make_app(
         default_handler_class=NotFoundHandler,
         default_handler_args=args,
         requests=RequestTracker(),
+        list_cache=ListCache(),
         access=access,
         limits=limits or UploadLimits(),
         **settings,

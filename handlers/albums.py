@@ -9,15 +9,21 @@ class AlbumsHandler(APIHandler):
         ---
         summary: List the albums, sorted by name
         tags: [albums]
+        parameters:
+          - {name: If-None-Match, in: header, required: false, schema: {type: string},
+             description: "The list's ETag from an earlier answer: 304 while unchanged"}
         responses:
           200:
             description: Every album's name.
+            headers:
+              ETag: {description: "Changes when the list does.", schema: {type: string}}
             content:
               application/json:
                 schema: {$ref: "#/components/schemas/AlbumList"}
+          304: {description: "Unchanged since the ETag given in If-None-Match."}
           503: {$ref: "#/components/responses/Unavailable"}
         """
-        self.write_json({"albumList": await self.store.list_albums()})
+        await self.write_list(("albums",), "albumList", self.store.list_albums)
 
     async def post(self) -> None:
         """Create an album.

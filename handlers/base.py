@@ -1,14 +1,18 @@
 """The handlers' common ground: JSON in, JSON out, one map from errors to statuses."""
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from handlers.access import AccessPolicy
+from handlers.transfer import etag_matches
 from store import (
     Conflict,
     ImageStore,
@@ -53,6 +57,30 @@ def status_of(err: BaseException) -> int:
         if cls in STATUS_OF_ERROR:
             return STATUS_OF_ERROR[cls]
     return 500
+
+
+class ListCache:
+    """JSON list bodies kept until the catalog changes (in any worker process): lists
+    are read far more often than they change."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple, tuple[int, bytes, str]] = OrderedDict()
+
+    def lookup(self, key: tuple, version: int) -> tuple[bytes, str] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != version:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1], entry[2]
+
+    def keep(self, key: tuple, version: int, body: bytes) -> tuple[bytes, str]:
+        etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+        self._entries[key] = (version, body, etag)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return body, etag
 
 
 class RequestTracker:
@@ -217,6 +245,27 @@ class APIHandler(RequestHandler):
             )
         else:
             super().log_exception(typ, value, tb)
+
+    async def write_list(
+        self, key: tuple, field: str, produce: Callable[[], Awaitable[list[str]]]
+    ) -> None:
+        """Answer ``{field: [...]}``, from the cache while the catalog is unchanged,
+        with an ETag (304 for a client that has it)."""
+        cache: ListCache = self.application.settings["list_cache"]
+        version = self.store.catalog_version()
+        entry = cache.lookup(key, version)
+        if entry is None:
+            body = json.dumps({field: await produce()}, ensure_ascii=False).encode("utf-8")
+            entry = cache.keep(key, version, body)
+        body, etag = entry
+        self.set_header("ETag", etag)
+        self.set_header("Cache-Control", "no-cache")
+        if etag_matches(self.request.headers.get("If-None-Match"), etag):
+            self.set_status(304)
+            self.finish()
+            return
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(body)
 
     def write_json(self, payload: dict) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")

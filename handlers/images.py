@@ -164,18 +164,24 @@ class ImagesHandler(UploadingHandler):
         ---
         summary: List an album's images, sorted by name
         tags: [images]
+        parameters:
+          - {name: If-None-Match, in: header, required: false, schema: {type: string},
+             description: "The list's ETag from an earlier answer: 304 while unchanged"}
         responses:
           200:
             description: Every image's name.
+            headers:
+              ETag: {description: "Changes when the list does.", schema: {type: string}}
             content:
               application/json:
                 schema: {$ref: "#/components/schemas/ImageList"}
+          304: {description: "Unchanged since the ETag given in If-None-Match."}
           400: {$ref: "#/components/responses/BadRequest"}
           404: {$ref: "#/components/responses/NotFound"}
           413: {$ref: "#/components/responses/TooLarge"}
           503: {$ref: "#/components/responses/Unavailable"}
         """
-        self.write_json({"imageList": await self.store.list_images(album)})
+        await self.write_list(("images", album), "imageList", lambda: self.store.list_images(album))
 
     async def post(self, album: str) -> None:
         """Upload an image (multipart form, the Go original's way).

@@ -143,6 +143,10 @@ class Catalog:
         with _storage_errors():
             return self._reader.execute(sql, args).fetchall()
 
+    def data_version(self) -> int:
+        """Changes whenever any other connection (any process) commits a change."""
+        return self._read("PRAGMA data_version")[0][0]
+
     def album_names(self) -> list[str]:
         return [row[0] for row in self._read("SELECT name FROM albums ORDER BY name")]
 
@@ -222,8 +226,7 @@ class Catalog:
                     "SELECT value FROM counters WHERE name = 'events_dropped'"
                 ).fetchone()[0]
                 log.warning(
-                    "the event outbox is full (%d events): dropped the oldest; "
-                    "%d dropped in all",
+                    "the event outbox is full (%d events): dropped the oldest; %d dropped in all",
                     self._outbox_limit,
                     total,
                 )

@@ -192,6 +192,11 @@ class ImageStore:
 
     # --- albums -------------------------------------------------------------------
 
+    def catalog_version(self) -> int:
+        """A number that changes after every committed change, made by any process:
+        what was read from the catalog at one version stays true while it holds."""
+        return self._catalog.data_version()
+
     async def list_albums(self) -> list[str]:
         return self._catalog.album_names()
 
