@@ -54,15 +54,19 @@ class AccessPolicy:
         return any(matches)
 
     def cors_headers(self, origin: str | None) -> dict[str, str]:
-        """The headers that let a browser page from ``origin`` read the answer."""
+        """The headers that let a browser page from ``origin`` read the answer.
+
+        With a list of origins the answer depends on the Origin header, whether it is
+        allowed, another one or absent: Vary: Origin keeps caches from mixing them up."""
+        vary = {} if "*" in self.cors_origins else {"Vary": "Origin"}
         if origin is None:
-            return {}
+            return vary
         if "*" in self.cors_origins:
             allowed = "*"
         elif origin.rstrip("/") in self.cors_origins:
             allowed = origin
         else:
-            return {}
+            return vary
         headers = {
             "Access-Control-Allow-Origin": allowed,
             "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS,
@@ -73,7 +77,7 @@ class AccessPolicy:
 
     def preflight_headers(self, origin: str | None) -> dict[str, str]:
         headers = self.cors_headers(origin)
-        if headers:
+        if "Access-Control-Allow-Origin" in headers:
             headers.update(
                 {
                     "Access-Control-Allow-Methods": API_METHODS,

@@ -364,6 +364,12 @@ async def test_cors_narrowed_to_one_origin(api, access):
         simple = await api.request("GET", "/albums", headers={"Origin": origin})
         assert simple.code == 200  # served; the browser keeps the answer from the page
         assert "Access-Control-Allow-Origin" not in simple.headers, origin
+        # The answer depends on the origin: caches must not hand it to a.example.
+        assert "origin" in header_set(simple.headers.get("Vary")), origin
+    for path in ("/albums", "/albums/pets/images/cat.png"):
+        plain = await api.request("GET", path)  # no Origin at all (an <img>, curl)
+        assert "Access-Control-Allow-Origin" not in plain.headers
+        assert "origin" in header_set(plain.headers.get("Vary")), path
 
 
 @pytest.mark.gen_test
