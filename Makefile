@@ -1,5 +1,6 @@
-# imagestore: `make run` serves on :3333, `make test` runs the whole suite.
-# Both install what they need: Debian packages when missing, then a virtualenv.
+# imagestore: `make` builds the one executable dist/imagestore, `make run` serves on
+# :3333 from source, `make test` runs the whole suite (against the executable too).
+# All install what they need: Debian packages when missing, then a virtualenv.
 
 SHELL := /bin/sh
 VENV := .venv
@@ -7,19 +8,38 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
+BUILD := $(VENV)/.build-installed
+EXE := dist/imagestore
+# What the executable is made of: a change to any of these rebuilds it.
+EXE_SOURCES := build.spec $(wildcard *.py handlers/*.py store/*.py notify/*.py) \
+	$(shell find static -type f)
+# PyInstaller needs the shared libpython of the Python it runs on (Debian's python3
+# ships it apart, in libpythonX.Y); evaluated only once the virtualenv exists.
+LIBPYTHON = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("INSTSONAME"))')
+PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-.PHONY: help run test lint system-deps test-system-deps clean
+.DEFAULT_GOAL := build
+
+.PHONY: help build run test lint docker system-deps test-system-deps build-system-deps clean
 
 help:
+	@echo "make        build dist/imagestore, the one executable (installs what it needs)"
 	@echo "make run    serve on :3333 with ./image-db (installs what it needs)"
 	@echo "make test   lint and run the whole test suite (installs what it needs)"
 	@echo "make lint   ruff only"
 	@echo "make clean  remove the virtualenv and caches"
 
+build: $(EXE)
+
+$(EXE): $(EXE_SOURCES) $(BUILD) | build-system-deps
+	$(PY) -m PyInstaller --noconfirm --clean --log-level WARN build.spec
+	@ls -l $(EXE)
+
 run: $(RUNTIME)
 	$(PY) imagestore.py
 
-test: $(DEV) test-system-deps
+# The suite includes a smoke test of dist/imagestore (tests/test_executable.py).
+test: $(DEV) test-system-deps $(EXE)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -35,6 +55,14 @@ system-deps:
 test-system-deps:
 	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto chromium=chromium
 
+# binutils: objcopy appends the bundle to PyInstaller's bootloader, strip slims libraries.
+build-system-deps: | $(PY)
+	scripts/ensure-debian-packages objcopy=binutils so:$(LIBPYTHON)=libpython$(PYTHON_VERSION)
+
+# The Docker image (needs a Docker engine): the same `make build` in its builder stage.
+docker:
+	docker build -t imagestore .
+
 $(PY):
 	$(MAKE) system-deps
 	python3 -m venv $(VENV)
@@ -43,10 +71,14 @@ $(RUNTIME): requirements.txt | $(PY)
 	$(PIP) install -r requirements.txt
 	touch $@
 
+$(BUILD): requirements-build.txt requirements.txt | $(PY)
+	$(PIP) install -r requirements-build.txt
+	touch $@ $(RUNTIME)
+
 $(DEV): requirements-dev.txt requirements.txt | $(PY)
 	$(PIP) install -r requirements-dev.txt
 	touch $@ $(RUNTIME)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

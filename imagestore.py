@@ -15,6 +15,7 @@ from handlers.images import UploadLimits
 from memory import start_memory_release
 from notify import BrokerSettings, OutboxPublisher
 from notify.watch import watch
+from onefile import follow_the_bootloader
 from settings import VERSION, Settings, parse_settings
 from store import ImageStore, StoreError
 
@@ -134,6 +135,7 @@ async def serve(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    follow_the_bootloader()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["watch"]:
         return watch(broker_settings(parse_settings(argv[1:], os.environ)))
