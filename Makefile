@@ -9,6 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BUILD := $(VENV)/.build-installed
+BENCH := $(VENV)/.bench-installed
 EXE := dist/imagestore
 # What the executable is made of: a change to any of these rebuilds it.
 EXE_SOURCES := build.spec $(wildcard *.py handlers/*.py store/*.py notify/*.py) \
@@ -20,13 +21,15 @@ PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[
 
 .DEFAULT_GOAL := build
 
-.PHONY: help build run test lint docker system-deps test-system-deps build-system-deps clean
+.PHONY: help build run test lint bench docker system-deps test-system-deps build-system-deps \
+	bench-system-deps clean
 
 help:
 	@echo "make        build dist/imagestore, the one executable (installs what it needs)"
 	@echo "make run    serve on :3333 with ./image-db (installs what it needs)"
 	@echo "make test   lint and run the whole test suite (installs what it needs)"
 	@echo "make lint   ruff only"
+	@echo "make bench  throughput, latency, memory and start-up against dd and nginx (bench/run.py)"
 	@echo "make clean  remove the virtualenv and caches"
 
 build: $(EXE)
@@ -59,6 +62,17 @@ test-system-deps:
 build-system-deps: | $(PY)
 	scripts/ensure-debian-packages objcopy=binutils so:$(LIBPYTHON)=libpython$(PYTHON_VERSION)
 
+# Figures to read, not tests: bench/run.py measures the service from source and, when
+# built, dist/imagestore (its start-up with bench/startup.py) against dd and nginx, and
+# writes bench/results/; then the executable's (or the source's) memory after a burst.
+bench: $(BENCH) bench-system-deps
+	$(PY) bench/run.py
+	$(PY) bench/memory.py $(if $(wildcard $(EXE)),,--source)
+
+# The baselines and clients of bench/run.py, and a private broker.
+bench-system-deps:
+	scripts/ensure-debian-packages wrk=wrk nginx=nginx curl=curl mosquitto=mosquitto
+
 # The Docker image (needs a Docker engine): the same `make build` in its builder stage.
 docker:
 	docker build -t imagestore .
@@ -77,6 +91,10 @@ $(BUILD): requirements-build.txt requirements.txt | $(PY)
 
 $(DEV): requirements-dev.txt requirements.txt | $(PY)
 	$(PIP) install -r requirements-dev.txt
+	touch $@ $(RUNTIME)
+
+$(BENCH): requirements-bench.txt requirements.txt | $(PY)
+	$(PIP) install -r requirements-bench.txt
 	touch $@ $(RUNTIME)
 
 clean:
