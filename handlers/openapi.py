@@ -13,19 +13,7 @@ from tornado.web import RequestHandler
 
 from handlers.access import AccessPolicy
 from settings import VERSION
-
-IMAGE_TYPES = (
-    "image/jpeg",
-    "image/png",
-    "image/apng",
-    "image/gif",
-    "image/webp",
-    "image/bmp",
-    "image/tiff",
-    "image/x-icon",
-    "image/avif",
-    "image/heic",
-)
+from store.sniff import ACCEPTED_TYPES
 
 PARAMETER_DESCRIPTIONS = {
     "album": "The album's name (percent-encoded).",
@@ -219,7 +207,7 @@ def _image_components(spec: APISpec) -> None:
         },
         "Accept-Ranges": {"description": "bytes", **string},
     }
-    content = {t: binary for t in IMAGE_TYPES}
+    content = {t: binary for t in sorted(ACCEPTED_TYPES)}
     spec.components.response(
         "Image",
         {
