@@ -48,6 +48,15 @@ def _cells(entry: dict) -> list[str]:
     return [entry["what"], figure, baseline, ratio, bar, met]
 
 
+def _load(load: dict | None) -> str:
+    if not load:
+        return ""
+    text = f" Load average (1 min) {load['start'][0]:.2f} at the start"
+    if "end" in load:
+        text += f", {load['end'][0]:.2f} at the end"
+    return text + "."
+
+
 def markdown(results: dict) -> str:
     machine = results["machine"]
     plan = results["plan"]
@@ -59,12 +68,15 @@ def markdown(results: dict) -> str:
         "",
         f"Machine: {machine['nproc']} cores ({machine['cpu']}), {machine['memory']} RAM, "
         f"disk {machine['disk']}, {machine['filesystem']}; kernel {machine['kernel']}; "
-        f"Python {machine['python']}, {machine['nginx']}, {machine['wrk']}, {machine['curl']}.",
+        f"Python {machine['python']}, {machine['nginx']}, {machine['wrk']}, {machine['curl']}."
+        + _load(results.get("load_average")),
         "",
         "Each figure is the median of its runs (min–max in brackets); ratios are medians "
         "over medians (in brackets: the lowest and highest ratio of a service run to the "
         "baseline run next to it). "
-        f"Runs: uploads {plan['uploads']} (by MiB), downloads {plan['downloads']}, "
+        "Runs: uploads "
+        + ", ".join(f"{n} x {mib} MiB" for mib, n in plan["uploads"].items())
+        + f" (each kind), downloads {plan['downloads']}, "
         f"concurrent rounds {plan['rounds']} x {32 * 4} images, "
         f"wrk {plan['wrk_runs']} x {plan['wrk_seconds']:g} s (-t2 -c32).",
     ]

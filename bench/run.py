@@ -579,6 +579,8 @@ def main() -> int:
             **args.env,
         },
         "plan": vars(plan),
+        # Anything else running on the machine skews the figures: this says how busy it was.
+        "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},
         "targets": {},
     }
     with tempfile.TemporaryDirectory(prefix="imagestore-bench-", dir=args.workdir) as work:
@@ -610,6 +612,7 @@ def main() -> int:
             nginx.stop()
             broker.stop()
     results["seconds"] = round(time.monotonic() - began, 1)
+    results["load_average"]["end"] = [round(x, 2) for x in os.getloadavg()]
 
     os.makedirs(args.out, exist_ok=True)
     stamp = started.strftime("%Y%m%d-%H%M%S")
