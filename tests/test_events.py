@@ -320,3 +320,24 @@ async def test_healthz_reports_the_broker_and_the_backlog(api, broker, subscribe
         "eventsPending": 1,
         "eventsDropped": 0,
     }
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_mqtt_5_works_too(tmp_path, broker):
+    store = ImageStore(str(tmp_path / "db5"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    sender = OutboxPublisher(store, BrokerSettings(port=broker.port, protocol="5"))
+    sender.start()
+    subscriber = Subscriber(broker.port)
+    try:
+        await store.create_album("five")
+        events = await wait_for_events(subscriber, 1)
+        assert events[0]["message"] == "five album created"
+        for _ in range(100):
+            if store.events_pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert store.events_pending() == 0, "acknowledged (PUBACK) and forgotten"
+    finally:
+        subscriber.close()
+        sender.close()
+        store.close()
