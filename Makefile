@@ -56,7 +56,7 @@ system-deps:
 
 # The tests start their own private brokers, and load the Swagger page in Debian's Chromium.
 test-system-deps:
-	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto chromium=chromium
+	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto chromium=chromium openssl=openssl
 
 # binutils: objcopy appends the bundle to PyInstaller's bootloader, strip slims libraries.
 build-system-deps: | $(PY)

@@ -32,7 +32,10 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Broker:
     """A real mosquitto on a free loopback port; stop() and start() keep the port."""
 
-    def __init__(self, folder, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, folder, users: dict[str, str] | None = None, tls: tuple[str, str, str] | None = None
+    ) -> None:
+        """``tls``: (CA file, certificate, key) to listen with TLS only."""
         self.folder = folder
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -48,6 +51,8 @@ class Broker:
             # the test's private folder (its password file): stay who we are.
             f"user {getpass.getuser()}",
         ]
+        if tls:
+            conf += [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
         if users:
             password_file = os.path.join(folder, "passwords")
             open(password_file, "w").close()
@@ -136,3 +141,72 @@ async def wait_for_events(subscriber: Subscriber, count: int, timeout: float = 2
             raise TimeoutError(f"{len(subscriber.events)} of {count} events arrived")
         await asyncio.sleep(0.02)
     return list(subscriber.events)
+
+
+def make_certificates(folder) -> tuple[str, str, str]:
+    """A throw-away CA and a certificate it signed for 127.0.0.1: (ca, cert, key)."""
+    folder = str(folder)
+    os.makedirs(folder, exist_ok=True)
+    ca, ca_key = os.path.join(folder, "ca.pem"), os.path.join(folder, "ca.key")
+    cert, key = os.path.join(folder, "server.pem"), os.path.join(folder, "server.key")
+    csr, ext = os.path.join(folder, "server.csr"), os.path.join(folder, "san.ext")
+    quiet = {"check": True, "capture_output": True}
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=imagestore test CA",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+        ],
+        **quiet,
+    )
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            csr,
+        ],
+        **quiet,
+    )
+    with open(ext, "w") as ext_file:
+        ext_file.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            cert,
+        ],
+        **quiet,
+    )
+    return ca, cert, key

@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import body_json
 from images import NOT_IMAGES, png
-from mqtt import Broker, Subscriber, wait_for_events
+from mqtt import Broker, Subscriber, make_certificates, wait_for_events
 from tornado.iostream import IOStream
 
 from handlers import make_app
@@ -341,3 +341,33 @@ async def test_mqtt_5_works_too(tmp_path, broker):
         subscriber.close()
         sender.close()
         store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_tls_to_the_broker_with_a_ca_file(tmp_path, caplog):
+    ca, cert, key = make_certificates(tmp_path / "certs")
+    tls_broker = Broker(tmp_path / "tls-broker", tls=(ca, cert, key)).start()
+    store = ImageStore(str(tmp_path / "db-tls"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    sender = OutboxPublisher(store, BrokerSettings(port=tls_broker.port, tls=True, ca_file=ca))
+    untrusting = ImageStore(str(tmp_path / "db-untrusting"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    # Without our CA, the system's CAs do not vouch for the broker: no connection.
+    refused = OutboxPublisher(untrusting, BrokerSettings(port=tls_broker.port, tls=True))
+    sender.start()
+    refused.start()
+    try:
+        await store.create_album("secure")
+        for _ in range(200):
+            if sender.status()["connected"] and store.events_pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert sender.status() == {"connected": True, "eventsPending": 0, "eventsDropped": 0}
+        await untrusting.create_album("never-sent")
+        await asyncio.sleep(1.0)
+        assert refused.status()["connected"] is False
+        assert untrusting.events_pending() == 1
+    finally:
+        sender.close()
+        refused.close()
+        store.close()
+        untrusting.close()
+        tls_broker.stop()
