@@ -9,7 +9,7 @@ Runs the service from source (the same settings as the benchmark) and records it
 For each it keeps py-spy's collapsed stacks (bench/results/profile/<phase>.txt, for
 flame graph tools) and prints the functions with the most samples: "self" where the
 sample was taken, "total" anywhere on the stack. Idle threads are not sampled, so the
-share of wall time with a sample says how busy the Python threads were.
+share of wall time with a working sample (not a [wait]) says how busy each thread was.
 """
 
 import collections
@@ -81,7 +81,23 @@ OUTER = {
     "Thread._bootstrap",
     "Thread._bootstrap_inner",
     "Thread.run",
+    "supervise",
+    "supervise.<locals>.spawn",
 }
+# Lines where a thread waits in C (py-spy cannot always tell): not work, marked [wait].
+# Under uvloop, Runner.run's own samples are uvloop's native loop: mostly epoll_wait.
+WAITS = {
+    ("_worker", "concurrent/futures/thread.py"): "an executor thread waiting for work",
+    ("Client._loop", "paho/mqtt/client.py"): "paho's thread in select()",
+    ("EpollSelector.select", "selectors.py"): "the event loop in epoll_wait",
+    ("Runner.run", "asyncio/runners.py"): "uvloop's native loop (epoll_wait, C callbacks)",
+}
+
+
+def waiting(function: str) -> str | None:
+    """Why ``function`` ('name (path:line)') is a wait, or None when it is work."""
+    name, _, where = function.partition(" (")
+    return WAITS.get((name, where.rsplit(":", 1)[0]))
 
 
 def frame_name(frame: str, line: bool = False) -> str:
@@ -106,22 +122,27 @@ def hot_spots(raw_path: str, top: int = 12) -> tuple[int, list, list, dict]:
     anywhere: collections.Counter = collections.Counter()
     threads: collections.Counter = collections.Counter()
     samples = 0
-    with open(raw_path) as raw:
+    with open(raw_path, errors="replace") as raw:
         for line in raw:
             stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
+            if not stack or not count.isdigit():
+                continue  # a stack py-spy could not read whole
             count = int(count)
             frames = stack.split(";")
             # With --threads and --subprocesses, leading frames name the process/thread.
+            thread = ""
             while frames and (frames[0].startswith("process ") or frames[0].startswith("thread ")):
                 if frames[0].startswith("thread "):
-                    threads[frames[0]] += count
+                    thread = frames[0]
                 frames = frames[1:]
             if not frames:
                 continue
             samples += count
-            own[frame_name(frames[-1], line=True)] += count
+            leaf = frame_name(frames[-1], line=True)
+            own[leaf] += count
+            if waiting(leaf):
+                continue
+            threads[thread] += count
             for name in {frame_name(frame) for frame in frames}:
                 if name.split(" (")[0] not in OUTER:
                     anywhere[name] += count
@@ -134,13 +155,14 @@ def print_profile(phase: str, recording: Recording, raw_path: str) -> None:
     print(f"\n== {phase}: {samples} samples in {recording.seconds:.1f} s ({raw_path})")
     busiest = sorted(threads.items(), key=lambda item: -item[1])[:4]
     print(
-        "   busy share of wall time by thread: "
+        "   share of wall time working (not [wait]), by thread: "
         + ", ".join(f"{name.split(' ')[1]} {count / wall:.0%}" for name, count in busiest)
     )
     print("   self (the line running when sampled; C calls count in the line calling them):")
     for count, name in ((c, n) for n, c in own):
-        print(f"     {count / samples:6.1%}  {name}")
-    print("   total (anywhere on the stack, the event loop's own frames left out):")
+        why = waiting(name)
+        print(f"     {count / samples:6.1%}  {name}" + (f"  [wait: {why}]" if why else ""))
+    print("   total (anywhere on the stack; the event loop's own frames and waits left out):")
     for count, name in ((c, n) for n, c in anywhere):
         print(f"     {count / samples:6.1%}  {name}")
 

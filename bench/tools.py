@@ -97,11 +97,17 @@ def machine_info(folder: str) -> dict:
 
 
 def git_commit() -> str:
-    """The commit measured, with "+changes" when the work tree differs from it."""
+    """The commit measured, with "+changes" when the work tree's code differs from it
+    (documentation and the bench aside)."""
     commit = _run_text("git", "-C", ROOT, "rev-parse", "--short", "HEAD")
     if not commit:
         return ""
-    changed = _run_text("git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no")
+    status = _run_text("git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no")
+    changed = [
+        line[3:]
+        for line in status.splitlines()
+        if not line[3:].endswith(".md") and not line[3:].startswith("bench/")
+    ]
     return commit + ("+changes" if changed else "")
 
 
