@@ -164,7 +164,7 @@ def chart(results: dict, path: str) -> None:
     ax.set_title("Ratios to dd and nginx (higher is better)")
 
     ax = axes[1]
-    names, values, spans, met = [], [], [], []
+    names, values, spans, met, failed = [], [], [], [], []
     for target in targets:
         for entry in results["targets"][target]["rows"]:
             if entry["key"].startswith("concurrent_"):
@@ -177,6 +177,7 @@ def chart(results: dict, path: str) -> None:
                     ]
                 )
                 met.append(entry.get("met"))
+                failed.append(sum(entry.get("failed", {}).values()))
     ax.bar(
         range(len(values)),
         values,
@@ -184,6 +185,9 @@ def chart(results: dict, path: str) -> None:
         yerr=list(zip(*spans, strict=True)) if spans else None,
         capsize=3,
     )
+    for x, (value, count) in enumerate(zip(values, failed, strict=True)):
+        if count:
+            ax.text(x, value / 2, f"{count}\nfailed", ha="center", fontsize=8, color="white")
     ax.axhline(150, color="black", lw=2)
     ax.set_xticks(range(len(names)), names, fontsize=8)
     ax.set_ylabel("images/s")
