@@ -9,7 +9,6 @@ it forwards SIGTERM/SIGINT to them and replaces one that dies.
 import asyncio
 import ctypes
 import logging
-import math
 import os
 import signal
 import socket
@@ -53,7 +52,11 @@ def broker_settings(settings: Settings) -> BrokerSettings:
 
 
 async def serve(
-    settings: Settings, sockets: list[socket.socket], worker: int, state: NotifierState
+    settings: Settings,
+    sockets: list[socket.socket],
+    worker: int,
+    state: NotifierState,
+    limits: UploadLimits,
 ) -> int:
     """Serve the sockets until SIGTERM/SIGINT, then drain. Worker 0 also publishes
     the events and writes the start-up banner."""
@@ -80,11 +83,7 @@ async def serve(
         docs=not settings.prod_mode,
         server_url=api_server_url(settings.host_ip, settings.port),
         access=AccessPolicy(settings.api_keys, settings.public_read, settings.cors_origins),
-        limits=UploadLimits(
-            math.ceil(settings.max_concurrent_uploads / settings.workers),
-            settings.body_timeout_seconds,
-            settings.body_min_bytes_per_second,
-        ),
+        limits=limits,
     )
     server = HTTPServer(
         app,
@@ -180,18 +179,26 @@ def run(settings: Settings) -> int:
                 "cannot listen on %s:%d: %s", settings.address or "*", settings.port, err.strerror
             )
             return 1
+        # Made before the workers fork: they share both.
         state = NotifierState()
+        limits = UploadLimits(
+            settings.max_concurrent_uploads,
+            settings.body_timeout_seconds,
+            settings.body_min_bytes_per_second,
+        )
         if settings.workers == 1:
-            code = asyncio.run(serve(settings, sockets, 0, state))
+            code = asyncio.run(serve(settings, sockets, 0, state, limits))
         else:
-            code = supervise(settings, sockets, state)
+            code = supervise(settings, sockets, state, limits)
         log.info("stopped")
         return code
     finally:
         folder.release()
 
 
-def supervise(settings: Settings, sockets: list[socket.socket], state: NotifierState) -> int:
+def supervise(
+    settings: Settings, sockets: list[socket.socket], state: NotifierState, limits: UploadLimits
+) -> int:
     """Fork the workers, pass signals on, replace a worker that dies; wait for all."""
     workers: dict[int, int] = {}  # pid -> worker number
     stopping = False
@@ -211,7 +218,7 @@ def supervise(settings: Settings, sockets: list[socket.socket], state: NotifierS
             for signum in STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             try:
-                code = asyncio.run(serve(settings, sockets, number, state))
+                code = asyncio.run(serve(settings, sockets, number, state, limits))
             except BaseException:
                 log.exception("worker %d failed", number)
                 code = 1

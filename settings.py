@@ -128,7 +128,7 @@ class Settings:
     body_timeout_seconds: float = 30.0
     body_min_bytes_per_second: int = 16 * 1024
     max_header_bytes: int = 32 * 1024
-    max_concurrent_uploads: int = 16 * (os.cpu_count() or 1)
+    max_concurrent_uploads: int = 32 * (os.cpu_count() or 1)
     min_free_bytes: int = 64 * 1024**2
     workers: int = os.cpu_count() or 1
 

@@ -84,12 +84,10 @@ class ListCache:
 
 
 class RequestTracker:
-    """Counts requests (and uploads) in flight, so that shutdown can wait for them
-    and uploads can be limited."""
+    """Counts requests in flight, so that shutdown can wait for them."""
 
     def __init__(self) -> None:
         self.active = 0
-        self.uploads = 0
         self.draining = False
 
     async def wait_idle(self, timeout: float) -> bool:

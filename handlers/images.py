@@ -1,6 +1,7 @@
 """/api/v1/albums/{album}/images and /api/v1/albums/{album}/images/{image}."""
 
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,31 @@ class UploadLimits:
     max_concurrent_uploads: int = 16
     body_timeout_seconds: float = 30.0
     body_min_bytes_per_second: int = 16 * 1024
+    slots: "UploadSlots | None" = None
+
+    def __post_init__(self) -> None:
+        if self.slots is None:
+            object.__setattr__(self, "slots", UploadSlots(self.max_concurrent_uploads))
+
+
+class UploadSlots:
+    """Uploads running now, counted in shared memory: the limit holds across the
+    worker processes (made before they fork), however the kernel spreads clients."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count = multiprocessing.Value("i", 0)
+
+    def take(self) -> bool:
+        with self._count.get_lock():
+            if self._count.value >= self.limit:
+                return False
+            self._count.value += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._count.get_lock():
+            self._count.value -= 1
 
 
 class UploadingHandler(APIHandler):
@@ -58,12 +84,13 @@ class UploadingHandler(APIHandler):
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._body_limit:
             raise http_error(413, self._too_large())
-        if self._tracker.uploads >= self.limits.max_concurrent_uploads:
+        if not self.limits.slots.take():
             raise http_error(
                 503,
                 f"{self.limits.max_concurrent_uploads} uploads are already running: retry shortly",
                 {"Retry-After": "1"},
             )
+        self._counted_upload = True
         album = await self.store.require_album(album)
         self.store.check_room(int(declared) if declared.isdigit() else 0)
         if image is None:
@@ -73,8 +100,6 @@ class UploadingHandler(APIHandler):
         else:
             body = RawImageBody(await self.store.begin_upload(album, image))
         self._image_body = body
-        self._tracker.uploads += 1
-        self._counted_upload = True
         connection = self.request.connection
         connection.set_max_body_size(NO_TORNADO_LIMIT)
         # Tornado's body timeout is for the whole body: fine for JSON, wrong for a
@@ -141,7 +166,7 @@ class UploadingHandler(APIHandler):
             self._image_body.abort()
         if self._counted_upload:
             self._counted_upload = False
-            self._tracker.uploads -= 1
+            self.limits.slots.give_back()
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
