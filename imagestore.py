@@ -7,7 +7,6 @@ it forwards SIGTERM/SIGINT to them and replaces one that dies.
 """
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -24,7 +23,7 @@ from handlers.images import UploadLimits
 from memory import start_memory_release
 from notify import BrokerSettings, NotifierState, OutboxPublisher
 from notify.watch import watch
-from onefile import follow_the_bootloader
+from onefile import follow_the_bootloader, signal_on_parent_death
 from settings import VERSION, Settings, parse_settings
 from store import DataFolder, ImageStore, StoreError
 
@@ -272,12 +271,8 @@ def supervise(
 
 def _die_with(parent: int) -> None:
     """Make the kernel kill this worker when its parent dies (even by SIGKILL), so that
-    no orphan keeps serving the port or the data folder."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux: orphans stay possible
-    if os.getppid() != parent:
+    no orphan keeps serving the port or the data folder (not on other systems)."""
+    if signal_on_parent_death(signal.SIGKILL) and os.getppid() != parent:
         os._exit(1)
 
 

@@ -13,6 +13,15 @@ import sys
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def signal_on_parent_death(signum: int) -> bool:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (even by
+    SIGKILL). False where it cannot (not Linux)."""
+    try:
+        return ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def follow_the_bootloader() -> None:
     """Killed itself (kill -9, the OOM killer), the bootloader cannot pass anything on:
     ask the kernel to send this process SIGTERM then, so that it stops gracefully
@@ -26,9 +35,9 @@ def follow_the_bootloader() -> None:
         # other launcher) is left alone.
         if os.readlink(f"/proc/{parent}/exe") != os.readlink("/proc/self/exe"):
             return
-        if ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            return
-    except (OSError, AttributeError):
+    except OSError:
+        return
+    if not signal_on_parent_death(signal.SIGTERM):
         return
     if os.getppid() != parent:  # the bootloader died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
