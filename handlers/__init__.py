@@ -50,7 +50,9 @@ def make_app(
         (pattern, handler, {**args, "notifier_status": notifier_status})
         for pattern, handler in ROOT_ROUTES
     ]
-    routes += [(pattern, handler, args) for pattern, handler in API_ROUTES]
+    # Gin redirected "/albums/" to "/albums"; some old clients add the slash and do not
+    # follow a redirect on POST: every API path answers with one trailing slash too.
+    routes += [(pattern + "/?", handler, args) for pattern, handler in API_ROUTES]
     if docs:
         routes += docs_routes(build_spec(API_ROUTES, ROOT_ROUTES, server_url, access))
     return Application(

@@ -12,6 +12,13 @@ OTHER_FIELDS_LIMIT = 64 * 1024
 MULTIPART_OVERHEAD = OTHER_FIELDS_LIMIT + 16 * 1024
 
 
+def base_name(filename: str) -> str:
+    """The last component of a multipart filename: some clients send a path
+    ("sub/dir/x.png", Windows browsers "C:\\fakepath\\x.png"), and the Go service kept
+    only the base name. The name rules then apply to what is left."""
+    return filename.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 class RawImageBody:
     """The body is the image itself (PUT)."""
 
@@ -73,7 +80,7 @@ class MultipartImageBody:
             raise http_error(400, 'send one image per request: the field "file" appears twice')
         if part.filename is None:
             raise http_error(400, 'the field "file" has no filename: it names the image')
-        self._upload = await self._store.begin_upload(self._album, part.filename)
+        self._upload = await self._store.begin_upload(self._album, base_name(part.filename))
         self._in_file = True
 
     async def finish(self) -> ImageRecord:

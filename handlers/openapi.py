@@ -230,8 +230,9 @@ def _image_components(spec: APISpec) -> None:
 
 
 def openapi_path(pattern: str) -> str:
-    """The OpenAPI path of a route pattern: named groups become {name}."""
-    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
+    """The OpenAPI path of a route pattern: named groups become {name}; the optional
+    trailing slash every API route accepts is not part of the documented path."""
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.removesuffix("/?"))
 
 
 def _origin(url: str) -> str:

@@ -509,11 +509,43 @@ async def test_a_bad_image_name_on_upload_is_400(api, data_dir, how, name, error
 
 
 @pytest.mark.gen_test
-async def test_a_slash_in_a_multipart_filename_is_400(api, data_dir):
+@pytest.mark.parametrize(
+    "filename, stored",
+    [
+        ("sub/dir/deep.png", "deep.png"),
+        ("../../etc/x.png", "x.png"),
+        ("C:\\fakepath\\win.png", "win.png"),
+        ("mixed\\and/both.png", "both.png"),
+        ("/abs.png", "abs.png"),
+    ],
+)
+async def test_a_multipart_filename_with_a_path_stores_its_base_name(api, data_dir, filename, stored):
+    # As the Go service did: only the last component of / and \\ paths names the image.
     await api.create_album("a")
-    response = await api.upload("a", "../../etc/x.png", A)
+    response = await api.upload("a", filename, A)
+    assert response.code == 200
+    assert body_json(response) == {"message": f"{stored} image added to album a"}
+    assert (await api.download("a", stored)).body == A
+    await assert_left_behind(api, data_dir, "a", [stored])
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "filename, error",
+    [
+        ("sub/", "image name must not be empty"),
+        ("sub\\", "image name must not be empty"),
+        ("sub/..", 'image name must not be "." or ".."'),
+        ("sub/.", 'image name must not be "." or ".."'),
+    ],
+)
+async def test_a_multipart_filename_whose_base_name_breaks_the_rules_is_400(
+    api, data_dir, filename, error
+):
+    await api.create_album("a")
+    response = await api.upload("a", filename, A)
     assert response.code == 400
-    assert body_json(response) == {"error": 'image name must not contain "/"'}
+    assert body_json(response) == {"error": error}
     await assert_left_behind(api, data_dir, "a", [])
 
 
