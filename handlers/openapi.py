@@ -152,7 +152,8 @@ def build_spec(
         plugins=[_Plugin()],
         info={
             "description": "Store and serve images grouped in albums. Every change is "
-            "also published on MQTT (topic imagestore/notifier)."
+            "also published on MQTT: the Go service's plain sentence on imagestore/notifier "
+            "and a JSON event with its id on imagestore/events (both topics configurable)."
         },
         servers=[{"url": server_url}],
     )

@@ -26,7 +26,10 @@ log = logging.getLogger("imagestore.notify")
 class BrokerSettings:
     host: str = "127.0.0.1"
     port: int = 1883
+    # The Go service's plain sentences; "" publishes none.
     topic: str = "imagestore/notifier"
+    # The JSON events, with their ids; "" publishes none.
+    events_topic: str = "imagestore/events"
     username: str = ""
     password: str = ""
     tls: bool = False
@@ -103,6 +106,13 @@ class OutboxPublisher:
         self._forgetting = False
         self._failing_since: float | None = None
         self._stopped = False
+        # Each outbox row goes to each topic, in row order; it is forgotten only once
+        # every one of its messages is acknowledged.
+        self._topics = [
+            (topic, form)
+            for topic, form in ((settings.topic, "sentence"), (settings.events_topic, "json"))
+            if topic
+        ]
 
     # --- lifecycle (IOLoop) ------------------------------------------------------
 
@@ -118,10 +128,13 @@ class OutboxPublisher:
         self._store.on_new_events(self._pump)
         self._poll.start()
         log.info(
-            "publishing events to mqtt://%s:%d topic %s",
+            "publishing events to mqtt://%s:%d: %s",
             self._settings.host,
             self._settings.port,
-            self._settings.topic,
+            ", ".join(
+                f"{'sentences' if form == 'sentence' else 'JSON events'} on {topic}"
+                for topic, form in self._topics
+            ),
         )
         self._client.connect_async(self._settings.host, self._settings.port, keepalive=30)
         self._client.loop_start()
@@ -197,13 +210,15 @@ class OutboxPublisher:
         """Hand the next outbox rows to paho, up to the window."""
         if not self.connected or self._stopped:
             return
-        room = self._settings.window - len(self._in_flight)
-        if room <= 0:
+        room = (self._settings.window - len(self._in_flight)) // max(1, len(self._topics))
+        if room <= 0 or not self._topics:
             return
-        for event_id, payload in self._store.pending_events(self._handed_up_to, room):
-            info = self._client.publish(self._settings.topic, payload, qos=1)
-            self._in_flight[info.mid] = event_id
-            self._handed_up_to = event_id
+        for event in self._store.pending_events(self._handed_up_to, room):
+            for topic, form in self._topics:
+                payload = event.sentence if form == "sentence" else event.json
+                info = self._client.publish(topic, payload, qos=1)
+                self._in_flight[info.mid] = event.id
+            self._handed_up_to = event.id
 
     def _acknowledged(self, mid: int) -> None:
         if self._in_flight.pop(mid, None) is None:

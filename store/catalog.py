@@ -187,12 +187,12 @@ class Catalog:
     def all_blob_keys(self) -> set[str]:
         return {row[0] for row in self._read("SELECT blob_key FROM images")}
 
-    def pending_events(self, after_id: int, limit: int) -> list[tuple[int, bytes]]:
-        """The oldest events after ``after_id``, as (id, published payload)."""
+    def pending_events(self, after_id: int, limit: int) -> list[events.OutboxEvent]:
+        """The oldest events after ``after_id``."""
         rows = self._read(
             "SELECT id, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
-        return [(event_id, events.with_id(event_id, payload)) for event_id, payload in rows]
+        return [events.OutboxEvent.from_row(event_id, payload) for event_id, payload in rows]
 
     @property
     def events_dropped(self) -> int:

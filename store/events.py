@@ -4,6 +4,7 @@ The ``message`` sentences are exactly the Go original's notifications.
 """
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -72,3 +73,18 @@ def encode(event: dict) -> str:
 def with_id(event_id: int, stored: str) -> bytes:
     """The published form: the id first, then the stored fields."""
     return f'{{"id":{event_id},{stored[1:]}'.encode()
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One outbox row, in both published forms: the JSON event with its id, and the
+    bare sentence, byte for byte the Go service's notification."""
+
+    id: int
+    json: bytes
+    sentence: bytes
+
+    @classmethod
+    def from_row(cls, event_id: int, stored: str) -> "OutboxEvent":
+        message = json.loads(stored)["message"]
+        return cls(event_id, with_id(event_id, stored), message.encode("utf-8"))

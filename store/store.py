@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from store.blobs import BlobFolder, TempBlob, new_key, storage_error
 from store.catalog import Catalog, ImageRecord
+from store.events import OutboxEvent
 from store.errors import (
     Conflict,
     InvalidInput,
@@ -169,8 +170,8 @@ class ImageStore:
         """Call ``listener`` on the IOLoop after each committed change."""
         self._event_listeners.append(listener)
 
-    def pending_events(self, after_id: int, limit: int) -> list[tuple[int, bytes]]:
-        """The oldest undelivered events after ``after_id``: (id, JSON payload)."""
+    def pending_events(self, after_id: int, limit: int) -> list[OutboxEvent]:
+        """The oldest undelivered events after ``after_id``."""
         return self._catalog.pending_events(after_id, limit)
 
     async def forget_events(self, up_to_id: int) -> None:

@@ -83,10 +83,14 @@ class Broker:
 
 
 class Subscriber:
-    """Subscribes to a topic with QoS 1 and keeps every payload, decoded as JSON."""
+    """Subscribes to a topic with QoS 1 and keeps every payload, decoded as JSON (the
+    events topic), or as the bytes received with ``raw`` (the sentences topic)."""
 
-    def __init__(self, port: int, topic: str = "imagestore/notifier", **auth: str) -> None:
-        self.events: list[dict] = []
+    def __init__(
+        self, port: int, topic: str = "imagestore/events", raw: bool = False, **auth: str
+    ) -> None:
+        self.raw = raw
+        self.events: list = []
         self.arrival_times: list[float] = []  # time.monotonic() of each event
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -105,7 +109,7 @@ class Subscriber:
 
     def _on_message(self, client, userdata, message) -> None:
         with self._cond:
-            self.events.append(json.loads(message.payload))
+            self.events.append(message.payload if self.raw else json.loads(message.payload))
             self.arrival_times.append(time.monotonic())
             self._cond.notify_all()
 

@@ -118,6 +118,89 @@ async def test_each_mutation_publishes_one_exact_event(api, subscriber):
     assert len(subscriber.events) == 6, "exactly one message per mutation"
 
 
+@pytest.fixture
+def sentences(broker):
+    """What the Go service's subscribers read: the bare sentence, as bytes."""
+    listener = Subscriber(broker.port, topic="imagestore/notifier", raw=True)
+    yield listener
+    listener.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_notifier_topic_carries_the_go_services_bare_sentences(
+    api, subscriber, sentences
+):
+    assert (await api.create_album("pets")).code == 200
+    assert (await api.upload("pets", "çat.png", png())).code == 200
+    assert (
+        await api.request(
+            "PATCH", "/albums/pets/images/" + api.path("çat.png"), {"imageName": "k.png"}
+        )
+    ).code == 200
+    assert (await api.request("DELETE", "/albums/pets/images/k.png")).code == 200
+    assert (await api.request("PATCH", "/albums/pets", {"albumName": "animals"})).code == 200
+    assert (await api.request("DELETE", "/albums/animals")).code == 200
+    expected = [
+        "pets album created",
+        "çat.png image added to album pets",
+        "çat.png image modified to k.png",
+        "k.png image deleted from album pets",
+        "pets album modified to animals",
+        "animals album deleted",
+    ]
+    # Byte for byte: plain UTF-8, no JSON, no quotes, no newline.
+    assert await wait_for_events(sentences, 6) == [line.encode("utf-8") for line in expected]
+    events = await wait_for_events(subscriber, 6)
+    assert [e["message"] for e in events] == expected
+    assert [e["id"] for e in events] == [1, 2, 3, 4, 5, 6]
+    await asyncio.sleep(0.3)
+    assert len(sentences.events) == 6 and len(subscriber.events) == 6
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize(
+    "topics, json_expected, sentences_expected",
+    [
+        ({"events_topic": ""}, False, True),
+        ({"topic": ""}, True, False),
+        ({"topic": "legacy/x", "events_topic": "new/y"}, True, True),
+    ],
+)
+async def test_either_topic_can_be_turned_off_or_renamed(
+    tmp_path, broker, io_loop, topics, json_expected, sentences_expected
+):
+    settings = BrokerSettings(port=broker.port, reconnect_max_seconds=1, **topics)
+    json_topic = settings.events_topic or "imagestore/events"
+    sentence_topic = settings.topic or "imagestore/notifier"
+    json_listener = Subscriber(broker.port, topic=json_topic)
+    sentence_listener = Subscriber(broker.port, topic=sentence_topic, raw=True)
+    store = ImageStore(str(tmp_path / "db"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    sender = OutboxPublisher(store, settings)
+    sender.start()
+    try:
+        for index in range(5):
+            await store.create_album(f"a{index}")
+        if json_expected:
+            events = await wait_for_events(json_listener, 5)
+            assert [e["album"] for e in events] == [f"a{i}" for i in range(5)]
+        if sentences_expected:
+            lines = await wait_for_events(sentence_listener, 5)
+            assert lines == [f"a{i} album created".encode() for i in range(5)]
+        for _ in range(100):
+            if store.events_pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert store.events_pending() == 0, "each row forgotten once its messages are acknowledged"
+        await asyncio.sleep(0.3)
+        assert bool(json_listener.events) == json_expected
+        assert bool(sentence_listener.events) == sentences_expected
+    finally:
+        sender.close()
+        store.close()
+        json_listener.close()
+        sentence_listener.close()
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_raw_put_upload_publishes_image_added(api, subscriber):
     await api.create_album("a b")
@@ -183,7 +266,7 @@ async def test_failed_mutations_publish_nothing(api, subscriber, http_port):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_500_mixed_mutations_arrive_in_commit_order(api, subscriber):
+async def test_500_mixed_mutations_arrive_in_commit_order(api, subscriber, sentences):
     expected = []
     for index in range(100):
         album = f"album-{index}"
@@ -204,6 +287,8 @@ async def test_500_mixed_mutations_arrive_in_commit_order(api, subscriber):
     events = await wait_for_events(subscriber, 500, timeout=40)
     assert [(e["event"], e["album"]) for e in events] == expected
     assert [e["id"] for e in events] == list(range(1, 501))
+    lines = await wait_for_events(sentences, 500, timeout=40)
+    assert lines == [e["message"].encode() for e in events], "both topics in the same order"
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -225,6 +310,7 @@ async def test_broker_killed_mid_stream_loses_nothing(api, broker, store):
     assert time.monotonic() - began < 10
     broker.start()
     subscriber = Subscriber(broker.port)
+    sentences = Subscriber(broker.port, topic="imagestore/notifier", raw=True)
     try:
         # The subscriber came back after the outage; it must see every event since.
         events = await wait_for_events(subscriber, 100, timeout=30)
@@ -232,8 +318,13 @@ async def test_broker_killed_mid_stream_loses_nothing(api, broker, store):
         ids = sorted({e["id"] for e in subscriber.events})
         assert ids[-1] == 150 and set(range(51, 151)) <= set(ids)
         assert len(events) >= 100
+        # At least once on the sentence topic too (duplicates allowed), in order.
+        lines = await wait_for_events(sentences, 100, timeout=30)
+        wanted = [f"a{index} album created".encode() for index in range(50, 150)]
+        assert [line for line in lines if line in wanted][-100:] == wanted
     finally:
         subscriber.close()
+        sentences.close()
     for _ in range(100):
         if store.events_pending() == 0:
             break
