@@ -19,12 +19,12 @@ from tornado.netutil import bind_sockets
 
 from handlers import api_server_url, make_app
 from handlers.access import AccessPolicy
-from handlers.images import UploadLimits
+from handlers.limits import UploadLimits
 from memory import start_memory_release
 from notify import BrokerSettings, NotifierState, OutboxPublisher
 from notify.watch import watch
 from onefile import follow_the_bootloader, signal_on_parent_death
-from settings import VERSION, Settings, parse_settings
+from settings import VERSION, Settings, parse_settings, parse_watch_settings, unknown_variables
 from store import DataFolder, ImageStore, StoreError
 
 log = logging.getLogger("imagestore")
@@ -42,6 +42,7 @@ def broker_settings(settings: Settings) -> BrokerSettings:
         host=settings.broker_host,
         port=settings.mqtt_port,
         topic=settings.mqtt_topic,
+        events_topic=settings.mqtt_events_topic,
         username=settings.mqtt_username,
         password=settings.mqtt_password,
         tls=settings.mqtt_tls,
@@ -71,6 +72,7 @@ async def serve(
     except StoreError as err:
         log.error("cannot open the data folder %s: %s", os.path.abspath(settings.data), err)
         return 1
+    limits.slots.serve_as(worker)
     publisher = None
     if settings.mqtt and worker == 0:
         publisher = OutboxPublisher(store, broker_settings(settings), state)
@@ -82,8 +84,15 @@ async def serve(
         notifier_status=(lambda: state.status(store)) if settings.mqtt else None,
         docs=not settings.prod_mode,
         server_url=api_server_url(settings.host_ip, settings.port),
-        access=AccessPolicy(settings.api_keys, settings.public_read, settings.cors_origins),
+        access=AccessPolicy(
+            settings.api_keys,
+            settings.public_read,
+            settings.cors_origins,
+            settings.trusted_proxies,
+        ),
         limits=limits,
+        list_cache_bytes=settings.list_cache_bytes,
+        send_timeout_seconds=settings.send_timeout_seconds,
     )
     server = HTTPServer(
         app,
@@ -188,11 +197,13 @@ def run(settings: Settings) -> int:
             settings.max_concurrent_uploads,
             settings.body_timeout_seconds,
             settings.body_min_bytes_per_second,
+            settings.max_uploads_per_client,
+            workers=settings.workers,
         )
         if settings.workers == 1:
             code = asyncio.run(serve(settings, sockets, 0, state, limits))
         else:
-            code = supervise(settings, sockets, state, limits)
+            code = supervise(settings, sockets, state, limits, folder)
         log.info("stopped")
         return code
     finally:
@@ -200,9 +211,16 @@ def run(settings: Settings) -> int:
 
 
 def supervise(
-    settings: Settings, sockets: list[socket.socket], state: NotifierState, limits: UploadLimits
+    settings: Settings,
+    sockets: list[socket.socket],
+    state: NotifierState,
+    limits: UploadLimits,
+    folder: DataFolder,
 ) -> int:
-    """Fork the workers, pass signals on, replace a worker that dies; wait for all."""
+    """Fork the workers, pass signals on, replace a worker that dies; wait for all.
+
+    A dead worker's upload slots and unfinished uploads are freed here, at once: the
+    service must not stay short of slots, or of disk, until its next restart."""
     workers: dict[int, int] = {}  # pid -> worker number
     stopping = False
     failed = False
@@ -251,6 +269,16 @@ def supervise(
         number = workers.pop(pid, None)
         if number is None:
             continue
+        slots = limits.slots.release_worker(number)
+        temps = folder.remove_leftovers_of(pid)
+        if slots or temps:
+            log.warning(
+                "worker %d died with %d upload(s) running: freed their slots, removed %d "
+                "unfinished file(s)",
+                number,
+                slots,
+                temps,
+            )
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             failed |= code != 0
@@ -280,12 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     follow_the_bootloader()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["watch"]:
-        return watch(broker_settings(parse_settings(argv[1:], os.environ)))
+        return watch(broker_settings(parse_watch_settings(argv[1:], os.environ)))
     settings = parse_settings(argv, os.environ)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for warning in unknown_variables(os.environ):
+        log.warning("%s", warning)
     return run(settings)
 
 

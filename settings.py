@@ -1,11 +1,18 @@
-"""Configuration: environment variables, mirrored by command-line flags."""
+"""Configuration: environment variables, mirrored by command-line flags.
+
+Each setting has one default (in Settings), one converter that refuses a bad value
+with a sentence saying what it accepts, and one line of help. A bad value stops the
+service at start (exit status 2) with that sentence, never a Python error.
+"""
 
 import argparse
-import math
+import difflib
+import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 VERSION = "0.1.0"
 
@@ -20,14 +27,41 @@ _UNITS = {
     "gi": 1024**3,
     "ti": 1024**4,
 }
+# Plain ASCII digits only ("²" and "٣" are digits to str.isdigit), and few enough of
+# them that no value is absurd.
+_WHOLE = re.compile(r"[0-9]{1,18}")
+_DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+_SIZE = re.compile(r"([0-9]{1,18}) ?([kmgt]i?)?b?", re.IGNORECASE)
+
+
+def _refuse(text: str, what: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+
+
+def parse_whole(text: str, low: int = 0, high: int | None = None, what: str = "") -> int:
+    value = text.strip()
+    limits = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    what = what or f"a whole number {limits}"
+    if not _WHOLE.fullmatch(value):
+        _refuse(text, what)
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        _refuse(text, what)
+    return number
 
 
 def parse_size(text: str) -> int:
     """Bytes from "1073741824", "512MiB", "1 GiB", "10MB" and the like."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]i?)?b?\s*", text, re.IGNORECASE)
+    match = _SIZE.fullmatch(text.strip())
     if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1073741824 or 1GiB)")
+        _refuse(text, "a size: give bytes, or a number with a unit such as 64MiB or 1GiB")
     return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+
+
+def parse_seconds(text: str) -> float:
+    if not _DECIMAL.fullmatch(text.strip()):
+        _refuse(text, "a number of seconds: give a number such as 30 or 0.5")
+    return float(text)
 
 
 def parse_switch(text: str) -> bool:
@@ -36,7 +70,7 @@ def parse_switch(text: str) -> bool:
         return True
     if value in ("0", "off", "false", "no"):
         return False
-    raise argparse.ArgumentTypeError(f"not on or off: {text!r}")
+    _refuse(text, "on or off: give on, off, true, false, yes, no, 1 or 0")
 
 
 def parse_api_keys(text: str) -> tuple[str, ...]:
@@ -45,13 +79,15 @@ def parse_api_keys(text: str) -> tuple[str, ...]:
         try:
             with open(text[1:], encoding="utf-8") as key_file:
                 lines = [line.split("#", 1)[0] for line in key_file]
-        except OSError as err:
-            raise argparse.ArgumentTypeError(f"cannot read the key file: {err.strerror}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or "not UTF-8 text"
+            message = f"cannot read the key file {text[1:]}: {reason}"
+            raise argparse.ArgumentTypeError(message) from None
     else:
         lines = text.split(",")
     keys = tuple(key.strip() for key in lines if key.strip())
     if text.strip() and not keys:
-        raise argparse.ArgumentTypeError("no key found")
+        raise argparse.ArgumentTypeError("no key found: give keys separated by commas, or @file")
     return keys
 
 
@@ -59,44 +95,44 @@ def parse_origins(text: str) -> tuple[str, ...]:
     origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
     for origin in origins:
         if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
-            raise argparse.ArgumentTypeError(
-                f"not an origin: {origin!r} (like https://app.example)"
-            )
+            _refuse(origin, "an origin: give * or origins like https://app.example")
     return origins
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                _refuse(entry, "an address or a network: give e.g. 10.0.0.5 or 10.0.0.0/8")
+    return tuple(networks)
 
 
 def _log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise argparse.ArgumentTypeError(f"not a log level: {text!r}")
+        _refuse(text, "a log level: give DEBUG, INFO, WARNING or ERROR")
     return level
 
 
 def _protocol(text: str) -> str:
-    if text not in ("3.1.1", "5"):
-        raise argparse.ArgumentTypeError(f"not an MQTT version: {text!r} (3.1.1 or 5)")
-    return text
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError("must be a finite number, not negative")
-    return value
+    if text.strip() not in ("3.1.1", "5"):
+        _refuse(text, "an MQTT version: give 3.1.1 or 5")
+    return text.strip()
 
 
 def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a TCP port is between 0 and 65535")
-    return value
+    return parse_whole(text, 0, 65535, "a TCP port: give a whole number from 0 to 65535")
+
+
+def _at_least_one(text: str) -> int:
+    return parse_whole(text, 1)
+
+
+def _text(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
@@ -112,6 +148,7 @@ class Settings:
     mqtt_host: str = ""
     mqtt_port: int = 1883
     mqtt_topic: str = "imagestore/notifier"
+    mqtt_events_topic: str = "imagestore/events"
     mqtt_username: str = ""
     mqtt_password: str = field(default="", repr=False)
     mqtt_tls: bool = False
@@ -131,6 +168,10 @@ class Settings:
     max_concurrent_uploads: int = 32 * (os.cpu_count() or 1)
     min_free_bytes: int = 64 * 1024**2
     workers: int = os.cpu_count() or 1
+    send_timeout_seconds: float = 60.0
+    max_uploads_per_client: int = 8
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    list_cache_bytes: int = 64 * 1024**2
 
     @property
     def broker_host(self) -> str:
@@ -146,22 +187,27 @@ class Settings:
         return f"http://{host}:{self.port}"
 
 
-# (flag, environment variable, type, help); defaults come from Settings.
-_OPTIONS = (
+# (flag, environment variable, converter, help); the defaults come from Settings.
+_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("--port", "IMAGESTORE_PORT", _port, "TCP port to serve on"),
-    ("--address", "IMAGESTORE_ADDRESS", str, "address to bind (empty: every interface)"),
-    ("--data", "IMAGESTORE_DATA", str, "data folder: catalog and image files (created if missing)"),
+    ("--address", "IMAGESTORE_ADDRESS", _text, "address to bind (empty: every interface)"),
+    (
+        "--data",
+        "IMAGESTORE_DATA",
+        _text,
+        "data folder: catalog and image files (created if missing)",
+    ),
     (
         "--max-upload-bytes",
         "IMAGESTORE_MAX_UPLOAD_BYTES",
         parse_size,
         "largest image accepted, in bytes or with a unit (512MiB, 1GiB)",
     ),
-    ("--host-ip", "HOSTIP", str, "address advertised in the start-up log"),
+    ("--host-ip", "HOSTIP", _text, "address advertised in the start-up log"),
     (
         "--shutdown-grace-seconds",
         "IMAGESTORE_SHUTDOWN_GRACE_SECONDS",
-        _positive_float,
+        parse_seconds,
         "on SIGTERM/SIGINT, how long requests in flight may take to finish",
     ),
     ("--log-level", "IMAGESTORE_LOG_LEVEL", _log_level, "DEBUG, INFO, WARNING or ERROR"),
@@ -174,37 +220,53 @@ _OPTIONS = (
     (
         "--mqtt-host",
         "IMAGESTORE_MQTT_HOST",
-        str,
+        _text,
         "MQTT broker host (empty: $HOSTIP, else 127.0.0.1)",
     ),
     ("--mqtt-port", "IMAGESTORE_MQTT_PORT", _port, "MQTT broker port"),
-    ("--mqtt-topic", "IMAGESTORE_MQTT_TOPIC", str, "topic the events are published on"),
-    ("--mqtt-username", "IMAGESTORE_MQTT_USERNAME", str, "MQTT user name"),
+    (
+        "--mqtt-topic",
+        "IMAGESTORE_MQTT_TOPIC",
+        _text,
+        "topic of the plain sentences, exactly the Go service's payload (empty: not published)",
+    ),
+    (
+        "--mqtt-events-topic",
+        "IMAGESTORE_MQTT_EVENTS_TOPIC",
+        _text,
+        "topic of the JSON events, with their ids (empty: not published)",
+    ),
+    ("--mqtt-username", "IMAGESTORE_MQTT_USERNAME", _text, "MQTT user name"),
     (
         "--mqtt-password",
         "IMAGESTORE_MQTT_PASSWORD",
-        str,
+        _text,
         "MQTT password (prefer the environment variable: flags show in ps)",
     ),
     ("--mqtt-tls", "IMAGESTORE_MQTT_TLS", parse_switch, "connect to the broker over TLS"),
     (
         "--mqtt-ca-file",
         "IMAGESTORE_MQTT_CA_FILE",
-        str,
+        _text,
         "CA certificates for the broker's TLS (empty: the system's)",
     ),
-    ("--mqtt-client-id", "IMAGESTORE_MQTT_CLIENT_ID", str, "MQTT client id (empty: a random one)"),
+    (
+        "--mqtt-client-id",
+        "IMAGESTORE_MQTT_CLIENT_ID",
+        _text,
+        "MQTT client id (empty: a random one)",
+    ),
     ("--mqtt-protocol", "IMAGESTORE_MQTT_PROTOCOL", _protocol, "MQTT version: 3.1.1 or 5"),
     (
         "--outbox-limit",
         "IMAGESTORE_OUTBOX_LIMIT",
-        _positive_int,
+        _at_least_one,
         "events kept while the broker is away; beyond it the oldest are dropped",
     ),
     (
         "--workers",
         "IMAGESTORE_WORKERS",
-        _positive_int,
+        _at_least_one,
         "processes serving the port (each with its own catalog connection; one of them "
         "publishes the MQTT events)",
     ),
@@ -230,13 +292,13 @@ _OPTIONS = (
     (
         "--idle-timeout-seconds",
         "IMAGESTORE_IDLE_TIMEOUT_SECONDS",
-        _positive_float,
+        parse_seconds,
         "a connection idle this long (or this slow to send its headers) is closed",
     ),
     (
         "--body-timeout-seconds",
         "IMAGESTORE_BODY_TIMEOUT_SECONDS",
-        _positive_float,
+        parse_seconds,
         "a request body must arrive within this time, extended by one second per "
         "--body-min-bytes-per-second received",
     ),
@@ -250,7 +312,7 @@ _OPTIONS = (
     (
         "--max-concurrent-uploads",
         "IMAGESTORE_MAX_CONCURRENT_UPLOADS",
-        _positive_int,
+        _at_least_one,
         "uploads at once; the next gets 503 with Retry-After before its body is read",
     ),
     (
@@ -260,46 +322,173 @@ _OPTIONS = (
         "refuse uploads (507) when the data folder's disk has less free space than this",
     ),
     (
+        "--max-uploads-per-client",
+        "IMAGESTORE_MAX_UPLOADS_PER_CLIENT",
+        _at_least_one,
+        "uploads at once from one client address; the next gets 429 with Retry-After",
+    ),
+    (
+        "--trusted-proxies",
+        "IMAGESTORE_TRUSTED_PROXIES",
+        parse_networks,
+        "reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For "
+        "names the client",
+    ),
+    (
+        "--send-timeout-seconds",
+        "IMAGESTORE_SEND_TIMEOUT_SECONDS",
+        parse_seconds,
+        "a response the client takes no byte of for this long is cut",
+    ),
+    (
+        "--list-cache-bytes",
+        "IMAGESTORE_LIST_CACHE_BYTES",
+        parse_size,
+        "memory each worker may spend on cached list answers (0: no cache)",
+    ),
+    (
         "--memory-release-seconds",
         "IMAGESTORE_MEMORY_RELEASE_SECONDS",
-        _positive_float,
+        parse_seconds,
         "how often freed memory is given back to the OS (gc + malloc_trim); 0: never",
     ),
 )
 
 
+# Switches take no value as flags (--mqtt-tls, --no-mqtt-tls); as variables, on/off.
+_SWITCHES = {"mqtt", "mqtt_tls", "public_read"}
+# What `imagestore watch` reads: the broker's settings.
+_WATCH = {"host_ip"} | {
+    flag[2:].replace("-", "_") for flag, *_ in _OPTIONS if flag.startswith("--mqtt-")
+}
+# Variables read by other commands of the same executable.
+OTHER_VARIABLES = ("IMAGESTORE_URL", "IMAGESTORE_KEY")
+KNOWN_VARIABLES = tuple(env for _, env, _, _ in _OPTIONS) + ("PRODMODE", *OTHER_VARIABLES)
+
+
+def shown(value: object, kind: Callable[[str], Any]) -> str:
+    """A default as a user would type it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "(none)"
+    if kind is parse_size and isinstance(value, int) and value:
+        for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if value % factor == 0:
+                return f"{value // factor}{unit}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if value != "" else "(none)"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One sentence and a hint, no usage block (exit status 2)."""
+        command = self.prog
+        self.exit(2, f"{command}: {message}\n{command} --help lists the settings\n")
+
+
 def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settings:
     """Flags win over environment variables, which win over the defaults."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="imagestore",
-        usage="%(prog)s [watch] [options]",
+        usage="%(prog)s [options]\n       %(prog)s watch [options]",
         description="Image Storage Service: albums and images over a REST API. "
-        "With 'watch', print the change events published on the MQTT topic instead.",
+        "'imagestore watch' prints the change events published on MQTT instead "
+        "(imagestore watch --help).",
         epilog="Every flag can also be set by the environment variable shown in brackets.",
     )
     parser.add_argument("--version", action="version", version=f"imagestore {VERSION}")
+    settings = _parse(parser, argv, environ, lambda name: True)
+    if settings.mqtt and not (settings.mqtt_topic or settings.mqtt_events_topic):
+        parser.error(
+            "IMAGESTORE_MQTT_TOPIC and IMAGESTORE_MQTT_EVENTS_TOPIC are both empty: "
+            "set IMAGESTORE_MQTT=off to publish nothing"
+        )
+    return settings
+
+
+def parse_watch_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settings:
+    parser = _Parser(
+        prog="imagestore watch",
+        description="Print each change event published on MQTT, one JSON line each (the "
+        "events topic; the sentence topic when the events topic is empty), until Ctrl-C. "
+        "A broker that is away is waited for.",
+        epilog="Every flag can also be set by the environment variable shown in brackets.",
+    )
+    return _parse(parser, argv, environ, lambda name: name in _WATCH)
+
+
+def _parse(
+    parser: _Parser,
+    argv: list[str] | None,
+    environ: Mapping[str, str],
+    wanted: Callable[[str], bool],
+) -> Settings:
     defaults = Settings()
+    values: dict[str, Any] = {}
     for flag, env, kind, help_text in _OPTIONS:
         name = flag[2:].replace("-", "_")
+        if not wanted(name):
+            continue
         default = getattr(defaults, name)
         if env in environ:
+            convert = parse_switch if name in _SWITCHES else kind
             try:
-                default = kind(environ[env])
-            except (ValueError, argparse.ArgumentTypeError) as err:
-                parser.error(f"{env}={environ[env]!r}: {err}")
+                default = convert(environ[env])
+            except argparse.ArgumentTypeError as err:
+                value = repr(environ[env])
+                said = str(err)
+                # "NAME='value' is not ...": the sentence names the value already.
+                parser.error(
+                    f"{env}={said}" if said.startswith(value) else f"{env}={value}: {said}"
+                )
+        help_text = f"{help_text} [{env}; default: {shown(getattr(defaults, name), kind)}]"
+        if name in _SWITCHES:
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(flag, dest=name, action="store_const", const=True, help=help_text)
+            group.add_argument(
+                "--no-" + flag[2:],
+                dest=name,
+                action="store_const",
+                const=False,
+                help="the opposite",
+            )
+        else:
+            parser.add_argument(flag, dest=name, type=kind, metavar=_metavar(kind), help=help_text)
+        values[name] = default
+    if wanted("prod_mode"):
         parser.add_argument(
-            flag,
-            dest=name,
-            type=kind,
-            default=default,
-            help=f"{help_text} [{env}; default: {getattr(defaults, name)!r}]",
+            "--prod-mode",
+            action="store_const",
+            const=True,
+            dest="prod_mode",
+            help="do not serve the Swagger page and the OpenAPI document "
+            "[PRODMODE, any value; default: off]",
         )
-    parser.add_argument(
-        "--prod-mode",
-        action="store_true",
-        default="PRODMODE" in environ,
-        help="do not serve the Swagger page and the OpenAPI document "
-        "[PRODMODE, any value; default: off]",
-    )
+        values["prod_mode"] = "PRODMODE" in environ
+    parser.set_defaults(**values)
     args = parser.parse_args(argv)
-    return Settings(**{name: getattr(args, name) for name in Settings.__dataclass_fields__})
+    return Settings(**{name: getattr(args, name) for name in values})
+
+
+def _metavar(kind: Callable[[str], Any]) -> str:
+    return {
+        parse_size: "SIZE",
+        parse_seconds: "SECONDS",
+        _port: "PORT",
+        _at_least_one: "N",
+        parse_switch: "on|off",
+    }.get(kind, "TEXT")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each IMAGESTORE_* variable that no setting reads (a typo, most
+    likely), naming the closest known one."""
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith("IMAGESTORE_") and name not in KNOWN_VARIABLES:
+            close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"unknown setting {name}{hint}: ignored")
+    return warnings

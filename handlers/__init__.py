@@ -10,7 +10,8 @@ from handlers.albums import AlbumHandler, AlbumsHandler
 from handlers.base import ListCache, NotFoundHandler, RequestTracker
 from handlers.docs import docs_routes
 from handlers.health import HealthHandler
-from handlers.images import ImageHandler, ImagesHandler, UploadLimits
+from handlers.images import ImageHandler, ImagesHandler
+from handlers.limits import UploadLimits
 from handlers.openapi import build_spec
 from store import ImageStore
 
@@ -38,12 +39,16 @@ def make_app(
     server_url: str = API_PREFIX,
     access: AccessPolicy | None = None,
     limits: UploadLimits | None = None,
+    list_cache_bytes: int = 64 * 1024**2,
+    send_timeout_seconds: float = 60.0,
     **settings: Any,
 ) -> Application:
     """``notifier_status``: the MQTT publisher's state for /healthz (None: MQTT off).
     ``docs``: serve the Swagger page and the OpenAPI document under /swagger.
     ``access``: API keys and CORS (default: open, any origin, as the Go original).
-    ``limits``: concurrent uploads and body timeouts."""
+    ``limits``: concurrent uploads and body timeouts. ``list_cache_bytes``: memory for
+    cached list answers. ``send_timeout_seconds``: a response that sends nothing for
+    this long is cut."""
     access = access or AccessPolicy()
     args = {"store": store}
     routes: list[tuple] = [
@@ -60,8 +65,9 @@ def make_app(
         default_handler_class=NotFoundHandler,
         default_handler_args=args,
         requests=RequestTracker(),
-        list_cache=ListCache(),
+        list_cache=ListCache(list_cache_bytes),
+        send_timeout_seconds=send_timeout_seconds,
         access=access,
-        limits=limits or UploadLimits(),
+        limits=limits or UploadLimits(max_concurrent_uploads=32),
         **settings,
     )

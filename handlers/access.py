@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import ipaddress
 from dataclasses import dataclass, field
 
 from tornado.httputil import HTTPHeaders
@@ -28,6 +29,8 @@ class AccessPolicy:
     keys: tuple[str, ...] = field(default=(), repr=False)
     public_read: bool = True
     cors_origins: tuple[str, ...] = ("*",)
+    # Reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def __post_init__(self) -> None:
         # Only digests are kept: equal lengths for compare_digest, nothing to leak.
@@ -86,6 +89,38 @@ class AccessPolicy:
                 }
             )
         return headers
+
+    def client_of(self, peer: str | None, headers: HTTPHeaders) -> str:
+        """The client's address: the peer's, or, when the peer is a trusted proxy, the
+        nearest address in X-Forwarded-For that is not one (proxies append on the
+        right, so what lies left of the first untrusted hop is the client's say)."""
+        client = peer or ""
+        if not self.trusted_proxies or not self._trusted(client):
+            return client
+        hops = ",".join(headers.get_list("X-Forwarded-For")).split(",")
+        for hop in reversed(hops):
+            hop = hop.strip()
+            if not _is_address(hop):
+                break
+            client = hop
+            if not self._trusted(hop):
+                break
+        return client
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(parsed in network for network in self.trusted_proxies)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _presented_key(headers: HTTPHeaders) -> str | None:

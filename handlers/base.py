@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import time
+from asyncio import Future
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from handlers.access import AccessPolicy
+from handlers.sending import SendWatch
 from handlers.transfer import etag_matches
 from store import (
     Conflict,
@@ -61,11 +63,19 @@ def status_of(err: BaseException) -> int:
 
 class ListCache:
     """JSON list bodies kept until the catalog changes (in any worker process): lists
-    are read far more often than they change."""
+    are read far more often than they change.
 
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
+    Keys are normalised names (every spelling of a name is one entry) and the whole
+    cache is bounded in bytes, least recently used first out: no client can make it
+    grow past ``max_bytes``. A body bigger than a quarter of it is not kept."""
+
+    def __init__(self, max_bytes: int = 64 * 1024**2) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[tuple, tuple[int, bytes, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def lookup(self, key: tuple, version: int) -> tuple[bytes, str] | None:
         entry = self._entries.get(key)
@@ -76,11 +86,18 @@ class ListCache:
 
     def keep(self, key: tuple, version: int, body: bytes) -> tuple[bytes, str]:
         etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
-        self._entries[key] = (version, body, etag)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        self._forget(key)
+        if len(body) <= self.max_bytes // 4:
+            self._entries[key] = (version, body, etag)
+            self.bytes += len(body)
+            while self.bytes > self.max_bytes:
+                self._forget(next(iter(self._entries)))
         return body, etag
+
+    def _forget(self, key: tuple) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= len(entry[1])
 
 
 class RequestTracker:
@@ -115,6 +132,7 @@ class APIHandler(RequestHandler):
         self._tracker: RequestTracker = self.settings["requests"]
         self._tracker.active += 1
         self._tracked = True
+        self._send_watch: SendWatch | None = None
 
     def _untrack(self) -> None:
         if self._tracked:
@@ -123,6 +141,20 @@ class APIHandler(RequestHandler):
 
     def on_finish(self) -> None:
         self._untrack()
+
+    def flush(self, include_footers: bool = False) -> "Future[None]":
+        """Send what is buffered; a response the client stops taking is watched from
+        its first byte the kernel would not take (finish() flushes too)."""
+        future = super().flush(include_footers)
+        stream = getattr(self.request.connection, "stream", None)
+        if self._send_watch is None and stream is not None and stream.writing():
+            self._send_watch = SendWatch(
+                stream,
+                self.settings.get("send_timeout_seconds", 60.0),
+                lambda: self._finished,
+                f"{self.request.method} {self.request.path}",
+            )
+        return future
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
@@ -139,6 +171,12 @@ class APIHandler(RequestHandler):
     @property
     def access(self) -> AccessPolicy:
         return self.application.settings["access"]
+
+    @property
+    def client(self) -> str:
+        """Who sends the request: the peer's address, or the forwarded one behind a
+        trusted proxy (IMAGESTORE_TRUSTED_PROXIES)."""
+        return self.access.client_of(self.request.remote_ip, self.request.headers)
 
     async def prepare(self) -> None:
         if self._tracker.draining:

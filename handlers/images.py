@@ -1,8 +1,6 @@
 """/api/v1/albums/{album}/images and /api/v1/albums/{album}/images/{image}."""
 
 import logging
-import multiprocessing
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +10,7 @@ from tornado.iostream import StreamClosedError
 
 from handlers.base import APIHandler, http_error
 from handlers.bodies import MULTIPART_OVERHEAD, MultipartImageBody, RawImageBody
+from handlers.limits import NoUploadSlot, UploadLimits
 from handlers.transfer import content_disposition, etag_matches, not_modified_since, parse_range
 
 log = logging.getLogger("imagestore.http")
@@ -20,40 +19,6 @@ log = logging.getLogger("imagestore.http")
 # body; ours counts the bytes itself and answers a JSON 413, so Tornado's is
 # lifted for uploads.
 NO_TORNADO_LIMIT = 1 << 62
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    """How many uploads at once, and how slow a body may arrive."""
-
-    max_concurrent_uploads: int = 16
-    body_timeout_seconds: float = 30.0
-    body_min_bytes_per_second: int = 16 * 1024
-    slots: "UploadSlots | None" = None
-
-    def __post_init__(self) -> None:
-        if self.slots is None:
-            object.__setattr__(self, "slots", UploadSlots(self.max_concurrent_uploads))
-
-
-class UploadSlots:
-    """Uploads running now, counted in shared memory: the limit holds across the
-    worker processes (made before they fork), however the kernel spreads clients."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._count = multiprocessing.Value("i", 0)
-
-    def take(self) -> bool:
-        with self._count.get_lock():
-            if self._count.value >= self.limit:
-                return False
-            self._count.value += 1
-            return True
-
-    def give_back(self) -> None:
-        with self._count.get_lock():
-            self._count.value -= 1
 
 
 class UploadingHandler(APIHandler):
@@ -65,7 +30,7 @@ class UploadingHandler(APIHandler):
         super().initialize(**kwargs)
         self._received = 0
         self._body_limit = 0
-        self._counted_upload = False
+        self._upload_slot: int | None = None
         self._pace_check: object | None = None
 
     @property
@@ -84,13 +49,22 @@ class UploadingHandler(APIHandler):
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._body_limit:
             raise http_error(413, self._too_large())
-        if not self.limits.slots.take():
+        slots = self.limits.slots
+        try:
+            self._upload_slot = slots.take(self.client)
+        except NoUploadSlot as refused:
+            if refused.per_client:
+                raise http_error(
+                    429,
+                    f"this client already runs {slots.per_client} uploads "
+                    "(IMAGESTORE_MAX_UPLOADS_PER_CLIENT): retry when one has finished",
+                    {"Retry-After": "1"},
+                ) from None
             raise http_error(
                 503,
-                f"{self.limits.max_concurrent_uploads} uploads are already running: retry shortly",
+                f"{slots.limit} uploads are already running: retry shortly",
                 {"Retry-After": "1"},
-            )
-        self._counted_upload = True
+            ) from None
         album = await self.store.require_album(album)
         self.store.check_room(int(declared) if declared.isdigit() else 0)
         if image is None:
@@ -164,9 +138,9 @@ class UploadingHandler(APIHandler):
         self._stop_pace_check()
         if self._image_body is not None:
             self._image_body.abort()
-        if self._counted_upload:
-            self._counted_upload = False
-            self.limits.slots.give_back()
+        if self._upload_slot is not None:
+            self.limits.slots.give_back(self._upload_slot)
+            self._upload_slot = None
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
@@ -206,6 +180,8 @@ class ImagesHandler(UploadingHandler):
           413: {$ref: "#/components/responses/TooLarge"}
           503: {$ref: "#/components/responses/Unavailable"}
         """
+        # Keyed by the name as the store knows it: every spelling of it is one entry.
+        album = self.store.canonical_album_name(album)
         await self.write_list(("images", album), "imageList", lambda: self.store.list_images(album))
 
     async def post(self, album: str) -> None:

@@ -1,8 +1,11 @@
-"""`imagestore watch`: print every event published on the topic, one JSON line each."""
+"""`imagestore watch`: print every event published on the JSON events topic, one line
+each (or the sentences, when only that topic is published). Like the service, it
+waits for a broker that is away and reconnects by itself; Ctrl-C ends it at once."""
 
 import sys
+import threading
 import uuid
-from typing import TextIO
+from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 
@@ -10,31 +13,56 @@ from notify.publisher import BrokerSettings, make_client
 
 
 def watch(settings: BrokerSettings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Subscribe and print until interrupted; reconnects by itself."""
+    """Subscribe and print until interrupted (exit status 0)."""
+    topic = settings.events_topic or settings.topic
+    where = f"{settings.host}:{settings.port}"
     client = make_client(settings, f"imagestore-watch-{uuid.uuid4().hex[:12]}")
+    # Say each state change once: not one line per reconnection attempt.
+    said = {"state": ""}
 
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
-        if reason_code.is_failure:
-            print(f"broker refused the connection: {reason_code}", file=err, flush=True)
+    def say(state: str, line: str) -> None:
+        if said["state"] != state:
+            said["state"] = state
+            print(line, file=err, flush=True)
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            say("refused", f"the broker at {where} refused the connection: {reason}; retrying")
             return
-        client.subscribe(settings.topic, qos=1)
-        print(f"watching {settings.topic} on {settings.host}:{settings.port}", file=err, flush=True)
+        client.subscribe(topic, qos=1)
+        say("connected", f"watching {topic} on {where}")
 
-    def on_message(client, userdata, message: mqtt.MQTTMessage) -> None:  # noqa: ANN001
+    def on_connect_fail(client: mqtt.Client, userdata: Any) -> None:
+        say("away", f"cannot reach the broker at {where}: retrying every few seconds")
+
+    def on_disconnect(
+        client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if said["state"] == "connected":
+            say("lost", f"lost the broker at {where} ({reason}): reconnecting")
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         out.write(message.payload.decode("utf-8", "replace") + "\n")
         out.flush()
 
     client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
+    client.on_disconnect = on_disconnect
     client.on_message = on_message
+    client.connect_async(settings.host, settings.port, keepalive=30)
+    # paho's network loop runs on its own thread; this one only waits, so that Ctrl-C
+    # (delivered to the main thread) ends the wait at once, whatever paho is doing.
+    client.loop_start()
     try:
-        client.connect(settings.host, settings.port, keepalive=30)
-    except OSError as error:
-        print(f"cannot reach the broker at {settings.host}:{settings.port}: {error}", file=err)
-        return 1
-    try:
-        client.loop_forever(retry_first_connection=True)
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        connected = said["state"] == "connected"
+        said["state"] = "stopping"
         client.disconnect()
+        # Connected, paho's thread ends at once; waiting out a reconnect delay, it
+        # would take up to that delay: it is a daemon thread, left to die with us.
+        if connected:
+            client.loop_stop()
     return 0

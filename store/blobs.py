@@ -1,7 +1,8 @@
 """The blob folder: image bytes in files named by the store, never by a client.
 
 Layout under the data folder:
-  tmp/<key>.part          an upload in progress (swept at start-up)
+  tmp/<pid>.<key>.part    an upload in progress by process <pid> (swept at start-up,
+                          and by the supervisor when that worker dies)
   blobs/<k0k1>/<k2k3>/<key>  a published image, sharded so no folder grows huge
 Keys are random uuid4 hex strings made here, so no client input reaches a path.
 """
@@ -79,7 +80,21 @@ class BlobFolder:
             os.makedirs(path, exist_ok=True)
 
     def new_temp(self, key: str) -> TempBlob:
-        return TempBlob(os.path.join(self.tmp_dir, key + ".part"))
+        # The owner's pid in the name: a dead worker's leftovers can be told apart.
+        return TempBlob(os.path.join(self.tmp_dir, f"{os.getpid()}.{key}.part"))
+
+    def remove_temps_of(self, pid: int) -> int:
+        """Remove the unfinished uploads of process ``pid``, which is gone."""
+        removed = 0
+        prefix = f"{pid}."
+        for entry in os.scandir(self.tmp_dir):
+            if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def path_of(self, key: str) -> str:
         return os.path.join(self.blob_dir, key[0:2], key[2:4], key)

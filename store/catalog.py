@@ -6,6 +6,7 @@ second connection, which WAL lets run beside the writer without waiting.
 """
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import sqlite3
@@ -58,6 +59,18 @@ MIGRATIONS = (
         value INTEGER NOT NULL
     );
     INSERT INTO counters (name, value) VALUES ('events_dropped', 0);
+    """,
+    # Album ids are never reused (AUTOINCREMENT): an upload is bound to the album it
+    # began in by id, and a deleted album's id must not come back as a new album's.
+    """
+    CREATE TABLE albums_new (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        name       TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    INSERT INTO albums_new (id, name, created_at) SELECT id, name, created_at FROM albums;
+    DROP TABLE albums;
+    ALTER TABLE albums_new RENAME TO albums;
     """,
 )
 
@@ -119,12 +132,21 @@ class Catalog:
                 f"the catalog has schema version {version}, newer than this program's "
                 f"{SCHEMA_VERSION}: upgrade imagestore"
             )
-        for number in range(version, SCHEMA_VERSION):
-            with self._transaction() as tx:
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
-                tx.execute(f"PRAGMA user_version={number + 1}")
+        # A migration may rebuild a table that others reference: with foreign keys
+        # enforced, dropping the old one would cascade (it can only be switched off
+        # outside a transaction).
+        self._writer.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for number in range(version, SCHEMA_VERSION):
+                with self._transaction() as tx:
+                    for statement in MIGRATIONS[number].split(";"):
+                        if statement.strip():
+                            tx.execute(statement)
+                    if tx.execute("PRAGMA foreign_key_check").fetchall():
+                        raise StorageUnavailable("the catalog's migration broke its references")
+                    tx.execute(f"PRAGMA user_version={number + 1}")
+        finally:
+            self._writer.execute("PRAGMA foreign_keys=ON")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -152,6 +174,12 @@ class Catalog:
 
     def album_exists(self, album: str) -> bool:
         return bool(self._read("SELECT 1 FROM albums WHERE name = ?", (album,)))
+
+    def album_id(self, album: str) -> int:
+        rows = self._read("SELECT id FROM albums WHERE name = ?", (album,))
+        if not rows:
+            raise NotFound(f"album {album} does not exist")
+        return rows[0][0]
 
     def image_names(self, album: str) -> list[str]:
         rows = self._read(
@@ -273,9 +301,14 @@ class Catalog:
                 raise Conflict(f"album {new_name} already exists") from None
             self._record(tx, events.album_renamed(album, new_name))
 
-    def add_image(self, record: ImageRecord) -> None:
+    def add_image(self, album_id: int, record: ImageRecord) -> ImageRecord:
+        """Record the image in the album ``album_id`` (the album the upload began in,
+        whatever it is called now); the record returned carries its current name."""
         with self._transaction() as tx:
-            album_id = self._album_id(tx, record.album)
+            row = tx.execute("SELECT name FROM albums WHERE id = ?", (album_id,)).fetchone()
+            if row is None:  # deleted while the image was arriving
+                raise NotFound(f"album {record.album} does not exist")
+            record = dataclasses.replace(record, album=row[0])
             try:
                 tx.execute(
                     "INSERT INTO images (album_id, name, size, sha256, content_type, created_at,"
@@ -295,6 +328,7 @@ class Catalog:
                     f"image {record.name} already exists in album {record.album}"
                 ) from None
             self._record(tx, events.image_added(record))
+        return record
 
     def _image_id(self, tx: sqlite3.Connection, album: str, image: str) -> tuple[int, str]:
         album_id = self._album_id(tx, album)

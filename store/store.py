@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from store.blobs import BlobFolder, TempBlob, new_key, storage_error
 from store.catalog import Catalog, ImageRecord
-from store.events import OutboxEvent
 from store.errors import (
     Conflict,
     InvalidInput,
@@ -29,6 +28,7 @@ from store.errors import (
     TooLarge,
     UnsupportedMedia,
 )
+from store.events import OutboxEvent
 from store.names import validate_name
 from store.sniff import SNIFF_BYTES, sniff_image_type
 
@@ -83,6 +83,15 @@ class DataFolder:
                 orphans,
             )
         return folder
+
+    def remove_leftovers_of(self, pid: int) -> int:
+        """A worker process died: remove its unfinished uploads now, not at the next
+        start-up. Returns how many there were."""
+        try:
+            return BlobFolder(self.path).remove_temps_of(pid)
+        except OSError as err:
+            log.warning("could not remove the unfinished uploads of process %d: %s", pid, err)
+            return 0
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -198,6 +207,11 @@ class ImageStore:
         what was read from the catalog at one version stays true while it holds."""
         return self._catalog.data_version()
 
+    def canonical_album_name(self, album: str) -> str:
+        """The one spelling of ``album`` the catalog knows it by (NFC); InvalidInput
+        for a name that breaks the rules."""
+        return validate_name(album, "album")
+
     async def list_albums(self) -> list[str]:
         return self._catalog.album_names()
 
@@ -251,7 +265,10 @@ class ImageStore:
 
     async def begin_upload(self, album: str, image: str) -> "Upload":
         """Start receiving an image. Fails early (404, 409) when it can already tell."""
-        album = await self.require_album(album)
+        album = validate_name(album, "album")
+        # The upload belongs to the album, not to its name: renamed meanwhile, the
+        # album still receives it.
+        album_id = self._catalog.album_id(album)
         image = validate_name(image, "image")
         if self._catalog.image_exists(album, image):
             raise Conflict(f"image {image} already exists in album {album}")
@@ -261,14 +278,14 @@ class ImageStore:
             temp = self._blobs.new_temp(key)
         except OSError as err:
             raise storage_error(err) from err
-        upload = Upload(self, album, image, key, temp)
+        upload = Upload(self, album_id, album, image, key, temp)
         self._uploads.add(upload)
         return upload
 
-    async def _publish(self, upload: "Upload", record: ImageRecord) -> None:
+    async def _publish(self, upload: "Upload", record: ImageRecord) -> ImageRecord:
         await self._on_disk(self._blobs.publish, upload.temp, record.blob_key)
         try:
-            await self._change(self._catalog.add_image, record)
+            return await self._change(self._catalog.add_image, upload.album_id, record)
         except BaseException:
             await self._remove_blobs([record.blob_key])
             raise
@@ -316,7 +333,10 @@ class Upload:
     they come; only ``commit`` makes the image visible, and only if it is whole
     and really an image."""
 
-    def __init__(self, store: ImageStore, album: str, image: str, key: str, temp: TempBlob):
+    def __init__(
+        self, store: ImageStore, album_id: int, album: str, image: str, key: str, temp: TempBlob
+    ):
+        self.album_id = album_id
         self.album = album
         self.image = image
         self.temp = temp
@@ -390,7 +410,7 @@ class Upload:
         # (client gone, shutdown) must not pull it away mid-fsync.
         self._state = "committing"
         try:
-            await self._store._publish(self, record)
+            record = await self._store._publish(self, record)
         except BaseException:
             self.temp.discard()
             raise

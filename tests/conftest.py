@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from process import SERVICE, Proc, clean_env  # noqa: E402
 
 from handlers import make_app  # noqa: E402
-from handlers.images import UploadLimits  # noqa: E402
+from handlers.limits import UploadLimits  # noqa: E402
 from store import ImageStore  # noqa: E402
 
 

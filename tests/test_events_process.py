@@ -161,7 +161,7 @@ def test_watch_prints_one_line_per_event(run, tmp_path, broker):
         env=clean_env(**env),
     )
     try:
-        assert b"watching imagestore/notifier" in watcher.stderr.readline()
+        assert b"watching imagestore/events" in watcher.stderr.readline()
         proc, port = serve_with(run, tmp_path / "db", env)
         create_album(port, "pets")
         request(port, "PATCH", "/api/v1/albums/pets", json.dumps({"albumName": "cats"}).encode())

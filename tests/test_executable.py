@@ -101,10 +101,14 @@ def healthcheck_command() -> list[str]:
 
 
 def test_help_and_version_are_the_source_versions(executable):
+    outputs = {}
     for args in (["--help"], ["--version"], ["watch", "--help"]):
         frozen, source = run_both(*args)
         assert (frozen.returncode, frozen.stdout) == (source.returncode, source.stdout), args
-    assert frozen.returncode == 0 and "--memory-release-seconds" in frozen.stdout
+        assert frozen.returncode == 0
+        outputs[args[0]] = frozen.stdout
+    assert "--memory-release-seconds" in outputs["--help"]
+    assert "--mqtt-host" in outputs["watch"] and "--memory-release" not in outputs["watch"]
     frozen, source = run_both("--port", "nonsense")
     assert frozen.returncode == source.returncode == 2
     assert frozen.stderr == source.stderr
@@ -125,7 +129,7 @@ def test_the_executable_serves_stores_notifies_documents_and_stops(run_exe, tmp_
         }
         watched = tmp_path / "watch.out"
         watcher = run_exe("watch", env=env, cwd=folder, stdout=watched)
-        assert watcher.wait_for_log("watching imagestore/notifier"), watcher.log()
+        assert watcher.wait_for_log("watching imagestore/events"), watcher.log()
         proc = run_exe(env=env, cwd=folder)
         assert proc.wait_ready(port)
         assert (folder / "image-db" / "catalog.sqlite3").is_file(), "./image-db is the default"

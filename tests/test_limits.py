@@ -212,7 +212,9 @@ def test_an_oversized_header_block_is_refused(run, tmp_path):
 
 def test_fifty_slow_uploads_do_not_starve_other_requests(run, tmp_path):
     data = tmp_path / "data"
-    proc, port = serve_with(run, data, "--max-concurrent-uploads", "128")
+    proc, port = serve_with(
+        run, data, "--max-concurrent-uploads", "128", "--max-uploads-per-client", "128"
+    )
     create_album(port, "a")
     images = {f"slow{i}.png": png(width=1 + i % 5, padding=24 * KiB + i) for i in range(50)}
     clients = {}
@@ -255,7 +257,15 @@ def test_beyond_the_upload_limit_503_comes_before_the_body(run, tmp_path, worker
     data = tmp_path / "data"
     # The limit is shared by the workers: exactly 10 get in, however the kernel
     # spreads the connections between them.
-    proc, port = serve_with(run, data, "--max-concurrent-uploads", "10", workers=workers)
+    proc, port = serve_with(
+        run,
+        data,
+        "--max-concurrent-uploads",
+        "10",
+        "--max-uploads-per-client",
+        "10",
+        workers=workers,
+    )
     create_album(port, "a")
     image = png(padding=32 * KiB)
 
@@ -322,3 +332,133 @@ def test_beyond_the_upload_limit_503_comes_before_the_body(run, tmp_path, worker
         assert wire.read_response().status == 200, name
         wire.close()
     assert image_list(port, "a") == sorted(names[:5] + list(again))
+
+
+# --- upload slots after a worker's death, and per client -----------------------------
+
+
+def worker_pids(pid: int) -> set[int]:
+    children = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listing:
+            children |= {int(child) for child in listing.read().split()}
+    return children
+
+
+def stalled_put(port: int, name: str, image: bytes, source: str = "", headers=None) -> Wire:
+    """A PUT whose first KiB is sent and the rest withheld: it holds a slot and a file."""
+    wire = Wire(port, source=source)
+    wire.send(
+        request_bytes(
+            "PUT",
+            path_of("a", "images", name),
+            {"Content-Length": str(len(image)), **(headers or {})},
+            image[:KiB],
+        )
+    )
+    return wire
+
+
+def test_a_dead_workers_upload_slots_and_files_are_freed_at_once(run, tmp_path):
+    data = tmp_path / "data"
+    proc, port = serve_with(
+        run, data, "--max-concurrent-uploads", "4", "--max-uploads-per-client", "4", workers=2
+    )
+    create_album(port, "a")
+    image = png(padding=64 * KiB)
+    stalled = [stalled_put(port, f"stalled{i}.png", image) for i in range(4)]
+    wait_until(lambda: len(temp_files(data)) == 4, 10, "four uploads should be running")
+    refused = stalled_put(port, "fifth.png", image)
+    assert refused.read_response().status == 503
+    refused.close()
+
+    before = worker_pids(proc.popen.pid)
+    assert len(before) == 2
+    for pid in before:
+        os.kill(pid, 9)
+    wait_until(
+        lambda: len(worker_pids(proc.popen.pid) - before) == 2, 15, "two new workers should start"
+    )
+    # The dead workers' unfinished files go now, not at the next restart...
+    wait_until(lambda: temp_files(data) == [], 5, "the dead workers' files should be removed")
+    assert "freed their slots" in proc.log()
+    for wire in stalled:
+        wire.close()
+    # ... and every slot is free again: four uploads at once succeed.
+    wait_until(lambda: request(port, "GET", path_of())[0] == 200, 10, "the service answers")
+    again = [stalled_put(port, f"again{i}.png", image) for i in range(4)]
+    for wire in again:
+        wire.send(image[KiB:])
+    for wire in again:
+        assert wire.read_response().status == 200
+        wire.close()
+    assert image_list(port, "a") == [f"again{i}.png" for i in range(4)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_client_cannot_take_every_upload_slot(run, tmp_path, workers):
+    data = tmp_path / "data"
+    proc, port = serve_with(
+        run,
+        data,
+        "--max-concurrent-uploads",
+        "10",
+        "--max-uploads-per-client",
+        "3",
+        workers=workers,
+    )
+    create_album(port, "a")
+    image = png(padding=32 * KiB)
+    greedy = [stalled_put(port, f"greedy{i}.png", image) for i in range(3)]
+    wait_until(lambda: len(temp_files(data)) == 3, 10, "three uploads should be running")
+    fourth = stalled_put(port, "greedy3.png", image)
+    answer = fourth.read_response()
+    fourth.close()
+    assert answer.status == 429
+    assert int(answer.header("retry-after")) >= 1
+    assert json.loads(answer.body) == {
+        "error": "this client already runs 3 uploads (IMAGESTORE_MAX_UPLOADS_PER_CLIENT): "
+        "retry when one has finished"
+    }
+    # Another address still gets in, up to its own share; X-Forwarded-For is not
+    # believed from a peer that is not a trusted proxy.
+    others = [stalled_put(port, f"other{i}.png", image, source="127.0.0.2") for i in range(3)]
+    wait_until(lambda: len(temp_files(data)) == 6, 10, "another client's uploads should run")
+    lying = stalled_put(port, "lying.png", image, headers={"X-Forwarded-For": "198.51.100.7"})
+    assert lying.read_response().status == 429
+    lying.close()
+    for wire in greedy + others:
+        wire.send(image[KiB:])
+        assert wire.read_response().status == 200
+        wire.close()
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(run, tmp_path):
+    data = tmp_path / "data"
+    proc, port = serve_with(
+        run,
+        data,
+        "--max-concurrent-uploads",
+        "10",
+        "--max-uploads-per-client",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.1",
+    )
+    create_album(port, "a")
+    image = png(padding=32 * KiB)
+
+    def via_proxy(name: str, client: str) -> Wire:
+        # A proxy appends the address it saw; what the client claimed stays on the left.
+        return stalled_put(port, name, image, headers={"X-Forwarded-For": f"10.9.9.9, {client}"})
+
+    first = [via_proxy(f"one{i}.png", "203.0.113.1") for i in range(2)]
+    second = [via_proxy(f"two{i}.png", "203.0.113.2") for i in range(2)]
+    wait_until(lambda: len(temp_files(data)) == 4, 10, "each forwarded client gets its share")
+    third = via_proxy("one2.png", "203.0.113.1")
+    assert third.read_response().status == 429
+    third.close()
+    for wire in first + second:
+        wire.send(image[KiB:])
+        assert wire.read_response().status == 200
+        wire.close()

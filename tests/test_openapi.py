@@ -125,7 +125,7 @@ def test_schemathesis_finds_no_5xx_and_no_contract_violation(run, tmp_path):
     sequences following the inferred links."""
     proc, port = serve(
         run,
-        lambda port: (("--port", str(port), "--data", str(tmp_path / "db"), "--mqtt", "off"), {}),
+        lambda port: (("--port", str(port), "--data", str(tmp_path / "db"), "--no-mqtt"), {}),
     )
     result = subprocess.run(
         [

@@ -418,3 +418,66 @@ async def test_an_album_deleted_before_the_file_part_arrives_gets_404(api, data_
     await eventually(lambda: temp_files(data_dir) == [], what="no temporary file")
     assert files_under(data_dir / "blobs") == []
     assert body_json(await api.request("GET", "/albums")) == {"albumList": []}
+
+
+# --- the album an upload began in -----------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("kind", ["put", "multipart"])
+async def test_an_upload_lands_in_its_album_when_the_album_is_renamed_meanwhile(
+    api, data_dir, http_port, kind
+):
+    assert (await api.create_album("pets")).code == 200
+    image = png(width=3, height=3, padding=2 * MiB)
+    first, rest = image[: MiB // 2], image[MiB // 2 :]
+    boundary = uuid.uuid4().hex
+    declared = len(image) + (
+        len(multipart_preamble(boundary, "cat.png")) + len(multipart_epilogue(boundary))
+        if kind == "multipart"
+        else 0
+    )
+    stream = await connect(http_port)
+    if kind == "put":
+        head = request_head("PUT", "/albums/pets/images/cat.png", http_port, declared, "image/png")
+        await stream.write(head + first)
+    else:
+        head = request_head(
+            "POST",
+            "/albums/pets/images",
+            http_port,
+            declared,
+            f"multipart/form-data; boundary={boundary}",
+        )
+        await stream.write(head + multipart_preamble(boundary, "cat.png") + first)
+    await eventually(lambda: temp_holding(data_dir, first), what="the upload to be under way")
+
+    response = await api.request("PATCH", "/albums/pets", {"albumName": "animals"})
+    assert response.code == 200
+    await stream.write(rest + (multipart_epilogue(boundary) if kind == "multipart" else b""))
+    status, _, body = await read_response(stream)
+    stream.close()
+    assert status == 200, body
+    assert body_json_bytes(body) == {"message": "cat.png image added to album animals"}
+    assert await image_names(api, "animals") == ["cat.png"]
+    assert (await api.download("animals", "cat.png")).body == image
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_upload_into_an_album_deleted_meanwhile_is_404_and_leaves_nothing(
+    api, data_dir, http_port
+):
+    assert (await api.create_album("pets")).code == 200
+    image = png(width=3, height=3, padding=MiB)
+    first, rest = image[: MiB // 2], image[MiB // 2 :]
+    upload = await start_put(http_port, "cat.png", first, declared=len(image))
+    await eventually(lambda: temp_holding(data_dir, first), what="the upload to be under way")
+    assert (await api.request("DELETE", "/albums/pets")).code == 200
+    # Another album of the same name is another album: the upload does not land there.
+    assert (await api.create_album("pets")).code == 200
+    await upload.stream.write(rest)
+    status, _, body = await read_response(upload.stream)
+    upload.stream.close()
+    assert status == 404
+    assert body_json_bytes(body) == {"error": "album pets does not exist"}
+    await assert_nothing_left(api, data_dir)

@@ -26,7 +26,7 @@ def start(run, tmp_path, **env: str):
     return serve(
         run,
         lambda port: (
-            ("--port", str(port), "--data", str(tmp_path / "db"), "--mqtt", "off"),
+            ("--port", str(port), "--data", str(tmp_path / "db"), "--no-mqtt"),
             env,
         ),
     )

@@ -48,8 +48,12 @@ def chunk(data: bytes) -> bytes:
 class Wire:
     """One client connection."""
 
-    def __init__(self, port: int, timeout: float = 15.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 15.0, source: str = "") -> None:
+        """``source``: another loopback address (127.0.0.2...) to connect from, a
+        client of another address."""
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self._buffer = b""
 
     def __enter__(self) -> "Wire":

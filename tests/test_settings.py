@@ -1,0 +1,295 @@
+"""Settings and tools that say what is wrong: a bad value stops the start with one
+sentence (exit status 2), a typo'd variable is named with the closest known one,
+--help shows defaults as typed, and `imagestore watch` waits for its broker."""
+
+import argparse
+import ipaddress
+import signal
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from mqtt import Broker, free_port
+from process import SERVICE, clean_env, run_to_end
+
+from settings import (
+    Settings,
+    parse_seconds,
+    parse_settings,
+    parse_size,
+    parse_watch_settings,
+    parse_whole,
+    shown,
+    unknown_variables,
+)
+
+BAD_VALUES = [
+    ("IMAGESTORE_PORT", "abc", "is not a TCP port"),
+    ("IMAGESTORE_PORT", "70000", "is not a TCP port"),
+    ("IMAGESTORE_PORT", "²", "is not a TCP port"),
+    ("IMAGESTORE_PORT", "٣٣", "is not a TCP port"),
+    ("IMAGESTORE_PORT", "3_333", "is not a TCP port"),
+    ("IMAGESTORE_PORT", "9" * 5000, "is not a TCP port"),
+    ("IMAGESTORE_WORKERS", "0", "is not a whole number of at least 1"),
+    ("IMAGESTORE_WORKERS", "-2", "is not a whole number of at least 1"),
+    ("IMAGESTORE_MAX_UPLOAD_BYTES", "-5", "is not a size"),
+    ("IMAGESTORE_MAX_UPLOAD_BYTES", "10XB", "is not a size"),
+    ("IMAGESTORE_MAX_UPLOAD_BYTES", "lots", "is not a size"),
+    ("IMAGESTORE_MAX_UPLOAD_BYTES", "1.5GiB", "is not a size"),
+    ("IMAGESTORE_SEND_TIMEOUT_SECONDS", "nan", "is not a number of seconds"),
+    ("IMAGESTORE_SEND_TIMEOUT_SECONDS", "inf", "is not a number of seconds"),
+    ("IMAGESTORE_SHUTDOWN_GRACE_SECONDS", "-1", "is not a number of seconds"),
+    ("IMAGESTORE_SHUTDOWN_GRACE_SECONDS", "1e9", "is not a number of seconds"),
+    ("IMAGESTORE_MQTT", "maybe", "is not on or off"),
+    ("IMAGESTORE_PUBLIC_READ", "2", "is not on or off"),
+    ("IMAGESTORE_LOG_LEVEL", "loud", "is not a log level"),
+    ("IMAGESTORE_MQTT_PROTOCOL", "4", "is not an MQTT version"),
+    ("IMAGESTORE_CORS_ORIGINS", "ftp://x", "is not an origin"),
+    ("IMAGESTORE_TRUSTED_PROXIES", "10.0.0.1,nonsense", "is not an address or a network"),
+    ("IMAGESTORE_MAX_UPLOADS_PER_CLIENT", "0", "is not a whole number of at least 1"),
+    ("IMAGESTORE_LIST_CACHE_BYTES", "64 MiBs", "is not a size"),
+    ("IMAGESTORE_API_KEYS", "@/nonexistent/keys", "cannot read the key file"),
+]
+
+
+@pytest.mark.parametrize(
+    "env, value, sentence", BAD_VALUES, ids=[f"{e}={v[:8]}" for e, v, _ in BAD_VALUES]
+)
+def test_a_bad_value_stops_the_start_with_one_sentence(tmp_path, env, value, sentence):
+    result = run_to_end("--data", str(tmp_path / "db"), env={env: value}, cwd=tmp_path)
+    assert result.returncode == 2, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith(f"imagestore: {env}="), lines
+    assert sentence in lines[0], lines
+    assert lines[1] == "imagestore --help lists the settings"
+    for python in ("Traceback", "invalid literal", "ValueError", "could not convert"):
+        assert python not in result.stderr
+    assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize(
+    "args, sentence",
+    [
+        (("--port", "abc"), "argument --port: 'abc' is not a TCP port"),
+        (("--workers", "٣"), "argument --workers: '٣' is not a whole number of at least 1"),
+        (("--max-upload-bytes", "-1"), "argument --max-upload-bytes: '-1' is not a size"),
+        (("--mqtt-tls", "on"), "unrecognized arguments: on"),
+        (("--bogus",), "unrecognized arguments: --bogus"),
+    ],
+)
+def test_a_bad_flag_stops_the_start_with_one_sentence(tmp_path, args, sentence):
+    result = run_to_end(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"imagestore: {sentence}",
+        "imagestore --help lists the settings",
+    ] or (sentence in result.stderr.splitlines()[0] and len(result.stderr.splitlines()) == 2), (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_both_topics_empty_is_refused_while_mqtt_is_on(tmp_path):
+    env = {"IMAGESTORE_MQTT_TOPIC": "", "IMAGESTORE_MQTT_EVENTS_TOPIC": ""}
+    result = run_to_end(env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "set IMAGESTORE_MQTT=off" in result.stderr
+    assert parse_settings([], {**env, "IMAGESTORE_MQTT": "off"}).mqtt is False
+
+
+def test_converters_take_only_plain_ascii_values():
+    assert parse_whole("42") == 42 and parse_whole(" 7 ") == 7
+    assert parse_size("64MiB") == 64 * 1024**2 and parse_size("1 GiB") == 1024**3
+    assert parse_size("10MB") == 10**7 and parse_size("512") == 512 and parse_size("2k") == 2000
+    assert parse_seconds("0.5") == 0.5 and parse_seconds("30") == 30.0
+    for bad in ("", " ", "+1", "1e3", "0x10", "１２", "4²", "1" * 19):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_whole(bad)
+    for bad in ("", "-1", "nan", "inf", "1e3", "１", "1.2.3", "."):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_seconds(bad)
+
+
+def test_switches_take_no_value_as_flags_and_on_off_as_variables():
+    assert parse_settings(["--no-mqtt"], {}).mqtt is False
+    assert parse_settings(["--mqtt-tls"], {}).mqtt_tls is True
+    assert (
+        parse_settings(["--no-public-read"], {"IMAGESTORE_PUBLIC_READ": "on"}).public_read is False
+    )
+    assert parse_settings([], {"IMAGESTORE_MQTT_TLS": "yes"}).mqtt_tls is True
+    assert parse_settings(["--no-mqtt-tls"], {"IMAGESTORE_MQTT_TLS": "yes"}).mqtt_tls is False
+    assert parse_settings([], {"PRODMODE": ""}).prod_mode is True
+    assert parse_settings(["--prod-mode"], {}).prod_mode is True
+    assert parse_settings([], {}).prod_mode is False
+
+
+def test_new_settings_parse():
+    settings = parse_settings(
+        [],
+        {
+            "IMAGESTORE_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7 ,::1",
+            "IMAGESTORE_MAX_UPLOADS_PER_CLIENT": "3",
+            "IMAGESTORE_SEND_TIMEOUT_SECONDS": "2.5",
+            "IMAGESTORE_LIST_CACHE_BYTES": "1MiB",
+            "IMAGESTORE_MQTT_EVENTS_TOPIC": "",
+        },
+    )
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.7/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert settings.max_uploads_per_client == 3
+    assert settings.send_timeout_seconds == 2.5
+    assert settings.list_cache_bytes == 1024**2
+    assert settings.mqtt_events_topic == "" and settings.mqtt_topic == "imagestore/notifier"
+    defaults = Settings()
+    assert defaults.mqtt_events_topic == "imagestore/events"
+    assert defaults.send_timeout_seconds == 60 and defaults.max_uploads_per_client == 8
+
+
+def test_an_unknown_variable_is_named_with_the_closest_setting():
+    warnings = unknown_variables(
+        {
+            "IMAGESTORE_PROT": "1",
+            "IMAGESTORE_MAX_UPLAOD_BYTES": "1",
+            "IMAGESTORE_PORT": "1",
+            "OTHER": "x",
+        }
+    )
+    assert warnings == [
+        "unknown setting IMAGESTORE_MAX_UPLAOD_BYTES (did you mean IMAGESTORE_MAX_UPLOAD_BYTES?): ignored",
+        "unknown setting IMAGESTORE_PROT (did you mean IMAGESTORE_PORT?): ignored",
+    ]
+    assert unknown_variables({"IMAGESTORE_ZZZZZZZZZZZZZZZZZZZZ": "1"}) == [
+        "unknown setting IMAGESTORE_ZZZZZZZZZZZZZZZZZZZZ: ignored"
+    ]
+    assert unknown_variables({"IMAGESTORE_URL": "http://x", "IMAGESTORE_KEY": "k"}) == []
+
+
+def test_the_service_warns_of_an_unknown_variable_once_at_start(run, tmp_path):
+    port = free_port()
+    proc = run(
+        "--port",
+        str(port),
+        "--data",
+        str(tmp_path / "db"),
+        "--workers",
+        "2",
+        env={"IMAGESTORE_PROT": "1"},
+    )
+    proc.wait_ready(port)
+    warnings = [line for line in proc.log().splitlines() if "IMAGESTORE_PROT" in line]
+    assert len(warnings) == 1, proc.log()
+    assert "WARNING" in warnings[0] and "did you mean IMAGESTORE_PORT?" in warnings[0]
+
+
+def test_help_shows_defaults_as_typed(tmp_path):
+    result = run_to_end("--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    text = result.stdout
+    for typed in (
+        "[IMAGESTORE_CORS_ORIGINS; default: *]",
+        "[IMAGESTORE_MAX_UPLOAD_BYTES; default: 1GiB]",
+        "[IMAGESTORE_MIN_FREE_BYTES; default: 64MiB]",
+        "[IMAGESTORE_SEND_TIMEOUT_SECONDS; default: 60]",
+        "[IMAGESTORE_MQTT; default: on]",
+        "[IMAGESTORE_MQTT_TLS; default: off]",
+        "[IMAGESTORE_API_KEYS; default: (none)]",
+        "--no-mqtt",
+        "imagestore watch",
+    ):
+        assert typed in text, typed
+    for python in ("('*',)", "()", "True", "False", "60.0", "1073741824]"):
+        assert python not in text, python
+
+
+def test_watch_help_documents_watch_alone(tmp_path):
+    result = run_to_end("watch", "--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: imagestore watch")
+    for flag in ("--mqtt-host", "--mqtt-port", "--mqtt-events-topic", "--mqtt-tls"):
+        assert flag in result.stdout
+    for flag in ("--max-upload-bytes", "--workers", "--data", "--api-keys", "--log-level"):
+        assert flag not in result.stdout
+    settings = parse_watch_settings(["--mqtt-port", "1999"], {"IMAGESTORE_MQTT_EVENTS_TOPIC": "e"})
+    assert settings.mqtt_port == 1999 and settings.mqtt_events_topic == "e"
+
+
+# --- imagestore watch with a broker that comes and goes -----------------------------
+
+
+def start_watch(port: int, tmp_path) -> tuple[subprocess.Popen, object]:
+    out = open(tmp_path / "watch.out", "w+b")
+    watcher = subprocess.Popen(
+        [sys.executable, SERVICE, "watch"],
+        stdout=out,
+        stderr=subprocess.PIPE,
+        env=clean_env(IMAGESTORE_MQTT_PORT=str(port)),
+    )
+    return watcher, out
+
+
+def interrupt(watcher: subprocess.Popen) -> float:
+    began = time.monotonic()
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(5) == 0
+    return time.monotonic() - began
+
+
+def test_watch_waits_for_a_broker_that_is_away_and_says_so_once(tmp_path):
+    broker = Broker(tmp_path / "broker")
+    watcher, out = start_watch(broker.port, tmp_path)
+    try:
+        first = watcher.stderr.readline().decode()
+        assert first.startswith(f"cannot reach the broker at 127.0.0.1:{broker.port}")
+        assert "retrying" in first
+        time.sleep(3)  # several attempts, no more lines
+        assert watcher.poll() is None, "watch gave up instead of waiting"
+        broker.start()
+        assert watcher.stderr.readline().decode().strip() == (
+            f"watching imagestore/events on 127.0.0.1:{broker.port}"
+        )
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        deadline = time.monotonic() + 10
+        while b"pets" not in (tmp_path / "watch.out").read_bytes() and time.monotonic() < deadline:
+            publisher.publish(
+                "imagestore/events", b'{"id":1,"album":"pets"}', qos=1
+            ).wait_for_publish(5)
+            time.sleep(0.2)
+        publisher.loop_stop()
+        assert b'{"id":1,"album":"pets"}' in (tmp_path / "watch.out").read_bytes()
+        broker.stop()
+        assert "lost the broker" in watcher.stderr.readline().decode()
+        assert interrupt(watcher) < 1.0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        out.close()
+        broker.stop()
+
+
+def test_ctrl_c_ends_watch_at_once_while_it_waits_for_the_broker(tmp_path):
+    watcher, out = start_watch(free_port(), tmp_path)
+    try:
+        assert "cannot reach the broker" in watcher.stderr.readline().decode()
+        time.sleep(1.5)  # inside paho's reconnect delay
+        assert interrupt(watcher) < 1.0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        out.close()
+
+
+def test_shown_defaults():
+    assert shown(("*",), str) == "*"
+    assert shown((), str) == "(none)"
+    assert shown(1024**3, parse_size) == "1GiB"
+    assert shown(1000, parse_size) == "1000"
+    assert shown(60.0, parse_seconds) == "60" and shown(0.5, parse_seconds) == "0.5"
+    assert shown(True, str) == "on" and shown("", str) == "(none)"
