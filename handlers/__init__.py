@@ -5,7 +5,7 @@ from typing import Any
 
 from tornado.web import Application
 
-from handlers.access import AccessPolicy
+from handlers.access import AccessPolicy, hide_header_values_in_tornado_logs
 from handlers.albums import AlbumHandler, AlbumsHandler
 from handlers.base import ListCache, NotFoundHandler, RequestTracker
 from handlers.docs import docs_routes
@@ -50,6 +50,7 @@ def make_app(
     cached list answers. ``send_timeout_seconds``: a response that sends nothing for
     this long is cut."""
     access = access or AccessPolicy()
+    hide_header_values_in_tornado_logs()
     args = {"store": store}
     routes: list[tuple] = [
         (pattern, handler, {**args, "notifier_status": notifier_status})

@@ -3,6 +3,8 @@
 import hashlib
 import hmac
 import ipaddress
+import logging
+import re
 from dataclasses import dataclass, field
 
 from tornado.httputil import HTTPHeaders
@@ -130,3 +132,25 @@ def _presented_key(headers: HTTPHeaders) -> str | None:
         return token.strip()
     api_key = headers.get("X-API-Key", "").strip()
     return api_key or None
+
+
+class HideHeaderValues(logging.Filter):
+    """Tornado's "Malformed HTTP message" line quotes the header value it refused, and
+    that value may be a key (a key followed by a control byte, say): the line keeps
+    its sentence and loses the value."""
+
+    _QUOTED = re.compile(r"""(['"]).*\1""", re.DOTALL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Malformed HTTP message"):
+            record.args = tuple(
+                self._QUOTED.sub("(value not logged)", str(arg)) if index else arg
+                for index, arg in enumerate(record.args or ())
+            )
+        return True
+
+
+def hide_header_values_in_tornado_logs() -> None:
+    logger = logging.getLogger("tornado.general")
+    if not any(isinstance(existing, HideHeaderValues) for existing in logger.filters):
+        logger.addFilter(HideHeaderValues())

@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from asyncio import Future
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from handlers.access import AccessPolicy
 from handlers.sending import SendWatch
-from handlers.transfer import etag_matches
+from handlers.transfer import etag_matches, header_number
 from store import (
     Conflict,
     ImageStore,
@@ -42,6 +43,26 @@ STATUS_OF_ERROR: dict[type[StoreError], int] = {
 
 # JSON request bodies are a few names long; anything bigger is a mistake or abuse.
 JSON_BODY_LIMIT = 64 * 1024
+# ... and one level deep: json.loads recurses once per level, and Python's stack
+# would give out (RecursionError) a few hundred levels down.
+JSON_MAX_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_nests_too_deep(body: bytes | bytearray) -> bool:
+    """Whether the arrays and objects of a JSON text nest deeper than JSON_MAX_DEPTH,
+    brackets inside strings aside; told without parsing, so no depth can exhaust
+    the stack."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, delete=_NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        if depth > JSON_MAX_DEPTH:
+            return True
+    return False
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
@@ -202,8 +223,8 @@ class APIHandler(RequestHandler):
 
     async def prepare_body(self) -> None:
         """Get ready for the request's body; by default a small JSON document."""
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > JSON_BODY_LIMIT:
+        declared = header_number(self.request.headers.get("Content-Length"))
+        if declared is not None and declared > JSON_BODY_LIMIT:
             raise http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes")
 
     def data_received(self, chunk: bytes) -> None:
@@ -229,9 +250,11 @@ class APIHandler(RequestHandler):
 
     def json_body(self, field: str) -> Any:
         """The value of ``field`` in the request's JSON object body, a string."""
+        if json_nests_too_deep(self._body):
+            raise http_error(400, f"the request body nests deeper than {JSON_MAX_DEPTH} levels")
         try:
             body = json.loads(self._body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise http_error(400, "the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise http_error(400, "the request body must be a JSON object")

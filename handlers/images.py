@@ -11,7 +11,14 @@ from tornado.iostream import StreamClosedError
 from handlers.base import APIHandler, http_error
 from handlers.bodies import MULTIPART_OVERHEAD, MultipartImageBody, RawImageBody
 from handlers.limits import NoUploadSlot, UploadLimits
-from handlers.transfer import content_disposition, etag_matches, not_modified_since, parse_range
+from handlers.transfer import (
+    ByteRange,
+    content_disposition,
+    etag_matches,
+    header_number,
+    not_modified_since,
+    parse_range,
+)
 
 log = logging.getLogger("imagestore.http")
 
@@ -46,8 +53,8 @@ class UploadingHandler(APIHandler):
         self._body_limit = self.store.max_upload_bytes + (
             MULTIPART_OVERHEAD if image is None else 0
         )
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self._body_limit:
+        declared = header_number(self.request.headers.get("Content-Length"))
+        if declared is not None and declared > self._body_limit:
             raise http_error(413, self._too_large())
         slots = self.limits.slots
         try:
@@ -66,7 +73,7 @@ class UploadingHandler(APIHandler):
                 {"Retry-After": "1"},
             ) from None
         album = await self.store.require_album(album)
-        self.store.check_room(int(declared) if declared.isdigit() else 0)
+        self.store.check_room(declared or 0)
         if image is None:
             body = MultipartImageBody(
                 self.store, album, self.request.headers.get("Content-Type", "")
@@ -366,12 +373,12 @@ class ImageHandler(UploadingHandler):
             attachment = self.get_query_argument("download", "") not in ("", "0", "false")
             self.set_header("Content-Disposition", content_disposition(record.name, attachment))
             wanted = self._range(etag, last_modified, record.size)
-            if wanted is False:
+            if wanted is not None and not wanted.satisfiable:
                 self.set_status(416)
                 self.set_header("Content-Range", f"bytes */{record.size}")
                 self.write_json({"error": f"the range is outside the image's {record.size} bytes"})
                 return
-            start, end = wanted or (0, record.size)
+            start, end = (wanted.start, wanted.end) if wanted else (0, record.size)
             if wanted:
                 self.set_status(206)
                 self.set_header("Content-Range", f"bytes {start}-{end - 1}/{record.size}")
@@ -392,9 +399,7 @@ class ImageHandler(UploadingHandler):
             return etag_matches(if_none_match, etag)
         return not_modified_since(self.request.headers.get("If-Modified-Since"), last_modified)
 
-    def _range(
-        self, etag: str, last_modified: datetime, size: int
-    ) -> tuple[int, int] | None | bool:
+    def _range(self, etag: str, last_modified: datetime, size: int) -> ByteRange | None:
         if_range = self.request.headers.get("If-Range")
         if if_range is not None and if_range not in (etag, format_timestamp(last_modified)):
             return None  # the client's copy is stale: send the whole image

@@ -1,8 +1,12 @@
 """HTTP details of sending an image: conditional requests, ranges, filenames."""
 
 import email.utils
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -20,41 +24,59 @@ def not_modified_since(header: str | None, last_modified: datetime) -> bool:
         return False
     try:
         since = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return False
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False  # not a date: as if absent
     if since.tzinfo is None:
         return False
     return last_modified <= since
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
-    """The one byte range [start, end) asked for by a Range header.
+@dataclass(frozen=True)
+class ByteRange:
+    """The bytes [start, end) of an image; empty when the range asked for lies wholly
+    outside it (416)."""
 
-    None: no usable Range (absent, malformed, several ranges): send everything.
-    False: a well-formed range that lies wholly outside the image (416).
+    start: int
+    end: int
+
+    @property
+    def satisfiable(self) -> bool:
+        return self.start < self.end
+
+
+def header_number(value: str | None) -> int | None:
+    """The number a header carries: ASCII digits only (str.isdigit() takes "²" and
+    "٣"), at most 18 of them (so it fits 64 bits); None for anything else."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if _DIGITS.fullmatch(value) else None
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The one byte range asked for by a Range header.
+
+    None: no usable Range (absent, malformed, several ranges, numbers too long to be
+    real): RFC 9110 lets the server ignore it and send everything.
     """
     if not header or not header.startswith("bytes="):
         return None
     spec = header[len("bytes=") :].strip()
     if "," in spec or "-" not in spec:
         return None
-    first, _, last = (part.strip() for part in spec.partition("-"))
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    first_text, _, last_text = (part.strip() for part in spec.partition("-"))
+    first, last = header_number(first_text), header_number(last_text)
+    if (first is None and first_text) or (last is None and last_text):
         return None
-    if first == "":
-        if last == "":
+    if first is None:
+        if last is None:
             return None
-        suffix = int(last)
-        if suffix == 0:
-            return False
-        return max(0, size - suffix), size
-    start = int(first)
-    if last and int(last) < start:
+        return ByteRange(max(0, size - last), size) if last else ByteRange(size, size)
+    if last is not None and last < first:
         return None
-    if start >= size:
-        return False
-    end = size if last == "" else min(int(last) + 1, size)
-    return start, end
+    if first >= size:
+        return ByteRange(size, size)
+    return ByteRange(first, size if last is None else min(last + 1, size))
 
 
 def content_disposition(filename: str, attachment: bool) -> str:

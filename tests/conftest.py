@@ -1,6 +1,7 @@
 """Fixtures: a real imagestore listening on a free port, over a real data folder."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,43 @@ from process import SERVICE, Proc, clean_env  # noqa: E402
 from handlers import make_app  # noqa: E402
 from handlers.limits import UploadLimits  # noqa: E402
 from store import ImageStore  # noqa: E402
+
+
+class _TracebackCatcher(logging.Handler):
+    """Keeps every log record of the in-process service that carries a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.caught: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.exc_info or "Traceback" in text:
+            self.caught.append(text)
+
+
+@pytest.fixture(autouse=True)
+def no_traceback_in_the_service_log(request):
+    """No test may leave a traceback in the service's log: neither the in-process
+    service's (pytest-tornado) nor any subprocess's (its *.log under tmp_path).
+    Nothing a client sends may produce one; the rare test whose point is a crash
+    says so with @pytest.mark.allow_traceback("why")."""
+    catcher = _TracebackCatcher()
+    root = logging.getLogger()
+    root.addHandler(catcher)
+    yield
+    root.removeHandler(catcher)
+    if request.node.get_closest_marker("allow_traceback"):
+        return
+    found = list(catcher.caught)
+    tmp_path = request.node.funcargs.get("tmp_path")  # torn down by now, still on disk
+    if tmp_path is not None:
+        for log_file in sorted(tmp_path.rglob("*.log")):
+            text = log_file.read_text(errors="replace")
+            if "Traceback" in text:
+                found.append(f"{log_file.name}:\n{text[text.index('Traceback') - 200 :][:3000]}")
+    if found:
+        pytest.fail("a traceback in the service log:\n" + "\n---\n".join(found), pytrace=False)
 
 
 @pytest.fixture

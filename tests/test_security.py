@@ -14,7 +14,7 @@ from conftest import Api, body_json, multipart_body
 from images import png
 from openapi_spec_validator import validate
 from process import free_port, path_of, request, serve
-from wire import Wire, request_bytes
+from wire import Closed, Wire, request_bytes
 
 from handlers import make_app
 from handlers.access import AccessPolicy
@@ -581,3 +581,36 @@ def test_cors_origins_and_key_list_from_the_environment(run, tmp_path):
     status, _, answer = request(port, "POST", path_of(), body, {**ours, "X-API-Key": KEYS[1]})
     assert status == 200, answer
     assert proc.popen.poll() is None
+
+
+def test_a_key_sent_with_bytes_tornado_refuses_is_never_logged(run, tmp_path):
+    # Tornado refuses a header value holding a control byte and logs why, quoting the
+    # value: a key (or a mistyped one) followed by such a byte must not reach the log.
+    secret = "s3cr3t-Key-0123456789abcdef"
+    env = {"IMAGESTORE_API_KEYS": secret, "IMAGESTORE_LOG_LEVEL": "DEBUG"}
+    proc, port = serve_until_healthy(run, tmp_path, env)
+    answers = []
+    for name in ("Authorization", "X-API-Key", "Proxy-Authorization", "Cookie", "X-Other"):
+        for value in (
+            f"Bearer {secret}\x00".encode(),
+            f"{secret}\x01tail".encode(),
+            f"{secret}\x7f".encode(),
+            f"Bearer {secret}\x1b[0m".encode(),
+            secret.encode() + b"\xff\xfe",
+            b"\x0b" + secret.encode(),
+        ):
+            with Wire(port) as wire:
+                wire.send(request_bytes("POST", path_of(), [(name, value)], b""))
+                try:
+                    answers.append(wire.read_response().status)
+                except Closed:
+                    answers.append(None)
+    assert set(answers) <= {400, 401, None}, answers
+    assert request(port, "GET", "/healthz")[0] == 200
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait_exit() == 0
+    log = proc.log()
+    assert "Malformed HTTP message" in log  # Tornado did refuse and say so...
+    assert "(value not logged)" in log
+    for form in (secret, secret[:12], secret[-12:], hashlib.sha256(secret.encode()).hexdigest()):
+        assert form not in log, f"{form!r} appears in the log"  # ...without the value
