@@ -10,6 +10,7 @@ import difflib
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -31,7 +32,12 @@ _UNITS = {
 # them that no value is absurd.
 _WHOLE = re.compile(r"[0-9]{1,18}")
 _DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
-_SIZE = re.compile(r"([0-9]{1,18}) ?([kmgt]i?)?b?", re.IGNORECASE)
+# ASCII: under re.IGNORECASE alone, the Kelvin sign "\u212a" would pass for a k.
+_SIZE = re.compile(r"([0-9]{1,18}) ?([kmgt]i?)?b?", re.IGNORECASE | re.ASCII)
+# Beyond any disk or memory, and well inside a signed 64-bit integer (SQLite, C).
+_MAX_SIZE = 1024**5
+_SWITCH_WORDS = {"1": True, "on": True, "true": True, "yes": True}
+_SWITCH_WORDS.update({"0": False, "off": False, "false": False, "no": False})
 
 
 def _refuse(text: str, what: str) -> NoReturn:
@@ -50,27 +56,30 @@ def parse_whole(text: str, low: int = 0, high: int | None = None, what: str = ""
     return number
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, low: int = 0) -> int:
     """Bytes from "1073741824", "512MiB", "1 GiB", "10MB" and the like."""
     match = _SIZE.fullmatch(text.strip())
+    what = "a size" if low == 0 else f"a size of at least {shown(low, parse_size)}"
     if not match:
-        _refuse(text, "a size: give bytes, or a number with a unit such as 64MiB or 1GiB")
-    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+        _refuse(text, f"{what}: give bytes, or a number with a unit such as 64MiB or 1GiB")
+    size = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    if size < low or size > _MAX_SIZE:
+        _refuse(text, f"{what} up to 1024TiB")
+    return size
 
 
-def parse_seconds(text: str) -> float:
-    if not _DECIMAL.fullmatch(text.strip()):
-        _refuse(text, "a number of seconds: give a number such as 30 or 0.5")
+def parse_seconds(text: str, above_zero: bool = False) -> float:
+    what = "a number of seconds above 0" if above_zero else "a number of seconds"
+    if not _DECIMAL.fullmatch(text.strip()) or (above_zero and float(text) == 0):
+        _refuse(text, f"{what}: give a number such as 30 or 0.5")
     return float(text)
 
 
 def parse_switch(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "on", "true", "yes"):
-        return True
-    if value in ("0", "off", "false", "no"):
-        return False
-    _refuse(text, "on or off: give on, off, true, false, yes, no, 1 or 0")
+    value = _SWITCH_WORDS.get(text.strip().lower())
+    if value is None:
+        _refuse(text, "on or off: give on, off, true, false, yes, no, 1 or 0")
+    return value
 
 
 def parse_api_keys(text: str) -> tuple[str, ...]:
@@ -81,13 +90,18 @@ def parse_api_keys(text: str) -> tuple[str, ...]:
                 lines = [line.split("#", 1)[0] for line in key_file]
         except (OSError, UnicodeDecodeError) as err:
             reason = getattr(err, "strerror", None) or "not UTF-8 text"
-            message = f"cannot read the key file {text[1:]}: {reason}"
+            message = (
+                f"cannot read the key file {text[1:]}: {reason}: give keys separated by "
+                "commas, or @ and a readable file with one key per line"
+            )
             raise argparse.ArgumentTypeError(message) from None
     else:
         lines = text.split(",")
     keys = tuple(key.strip() for key in lines if key.strip())
     if text.strip() and not keys:
-        raise argparse.ArgumentTypeError("no key found: give keys separated by commas, or @file")
+        raise argparse.ArgumentTypeError(
+            "holds no key: give keys separated by commas, or @ and a file with one per line"
+        )
     return keys
 
 
@@ -129,6 +143,21 @@ def _port(text: str) -> int:
 
 def _at_least_one(text: str) -> int:
     return parse_whole(text, 1)
+
+
+def _timeout(text: str) -> float:
+    # 0 would not mean "no timeout" but cut every upload or response at once.
+    return parse_seconds(text, above_zero=True)
+
+
+def _some_bytes(text: str) -> int:
+    # An upload limit of 0 refuses every image; a pace of 0 bytes/s divides by zero.
+    return parse_size(text, 1)
+
+
+def _head_bytes(text: str) -> int:
+    # Below this, not even a request line with a few headers gets through.
+    return parse_size(text, 1024)
 
 
 def _text(text: str) -> str:
@@ -200,10 +229,16 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     (
         "--max-upload-bytes",
         "IMAGESTORE_MAX_UPLOAD_BYTES",
-        parse_size,
+        _some_bytes,
         "largest image accepted, in bytes or with a unit (512MiB, 1GiB)",
     ),
-    ("--host-ip", "HOSTIP", _text, "address advertised in the start-up log"),
+    (
+        "--host-ip",
+        "HOSTIP",
+        _text,
+        "the address clients use: in the start-up log and the OpenAPI server URL; also "
+        "the broker host when --mqtt-host is empty",
+    ),
     (
         "--shutdown-grace-seconds",
         "IMAGESTORE_SHUTDOWN_GRACE_SECONDS",
@@ -292,23 +327,23 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     (
         "--idle-timeout-seconds",
         "IMAGESTORE_IDLE_TIMEOUT_SECONDS",
-        parse_seconds,
+        _timeout,
         "a connection idle this long (or this slow to send its headers) is closed",
     ),
     (
         "--body-timeout-seconds",
         "IMAGESTORE_BODY_TIMEOUT_SECONDS",
-        parse_seconds,
+        _timeout,
         "a request body must arrive within this time, extended by one second per "
         "--body-min-bytes-per-second received",
     ),
     (
         "--body-min-bytes-per-second",
         "IMAGESTORE_BODY_MIN_BYTES_PER_SECOND",
-        parse_size,
+        _some_bytes,
         "the slowest upload rate kept going past the body timeout",
     ),
-    ("--max-header-bytes", "IMAGESTORE_MAX_HEADER_BYTES", parse_size, "largest request head"),
+    ("--max-header-bytes", "IMAGESTORE_MAX_HEADER_BYTES", _head_bytes, "largest request head"),
     (
         "--max-concurrent-uploads",
         "IMAGESTORE_MAX_CONCURRENT_UPLOADS",
@@ -337,8 +372,9 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     (
         "--send-timeout-seconds",
         "IMAGESTORE_SEND_TIMEOUT_SECONDS",
-        parse_seconds,
-        "a response the client takes no byte of for this long is cut",
+        _timeout,
+        "a response that makes no sending progress for this long (the client takes "
+        "no byte of it) is cut",
     ),
     (
         "--list-cache-bytes",
@@ -356,11 +392,16 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
 
 
 # Switches take no value as flags (--mqtt-tls, --no-mqtt-tls); as variables, on/off.
-_SWITCHES = {"mqtt", "mqtt_tls", "public_read"}
-# What `imagestore watch` reads: the broker's settings.
+_SWITCHES = {flag for flag, _, kind, _ in _OPTIONS if kind is parse_switch} | {"--prod-mode"}
+_SIZES = (parse_size, _some_bytes, _head_bytes)
+# What `imagestore watch` reads: the broker's settings. Not the client id: with the
+# service's own, the broker would throw one of the two off.
 _WATCH = {"host_ip"} | {
-    flag[2:].replace("-", "_") for flag, *_ in _OPTIONS if flag.startswith("--mqtt-")
+    flag[2:].replace("-", "_")
+    for flag, *_ in _OPTIONS
+    if flag.startswith("--mqtt-") and flag != "--mqtt-client-id"
 }
+_PREFIX = "IMAGESTORE_"
 # Variables read by other commands of the same executable.
 OTHER_VARIABLES = ("IMAGESTORE_URL", "IMAGESTORE_KEY")
 KNOWN_VARIABLES = tuple(env for _, env, _, _ in _OPTIONS) + ("PRODMODE", *OTHER_VARIABLES)
@@ -372,7 +413,7 @@ def shown(value: object, kind: Callable[[str], Any]) -> str:
         return "on" if value else "off"
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "(none)"
-    if kind is parse_size and isinstance(value, int) and value:
+    if kind in _SIZES and isinstance(value, int) and value:
         for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
             if value % factor == 0:
                 return f"{value // factor}{unit}"
@@ -384,8 +425,9 @@ def shown(value: object, kind: Callable[[str], Any]) -> str:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One sentence and a hint, no usage block (exit status 2)."""
-        command = self.prog
-        self.exit(2, f"{command}: {message}\n{command} --help lists the settings\n")
+        # argparse says "argument --port: 'abc' is not ...": name the flag as typed.
+        message = re.sub(r"^argument (--[\w-]+)(?:/--[\w-]+)?: ", r"\1 ", message)
+        self.exit(2, f"{self.prog}: {message}\n{self.prog} --help lists the settings\n")
 
 
 def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settings:
@@ -402,21 +444,30 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
     settings = _parse(parser, argv, environ, lambda name: True)
     if settings.mqtt and not (settings.mqtt_topic or settings.mqtt_events_topic):
         parser.error(
-            "IMAGESTORE_MQTT_TOPIC and IMAGESTORE_MQTT_EVENTS_TOPIC are both empty: "
-            "set IMAGESTORE_MQTT=off to publish nothing"
+            "IMAGESTORE_MQTT_TOPIC and IMAGESTORE_MQTT_EVENTS_TOPIC are both empty, so "
+            "nothing would be published: set IMAGESTORE_MQTT=off (--no-mqtt) instead"
         )
     return settings
 
 
 def parse_watch_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settings:
+    """The broker's settings alone: a bad value of any other does not stop `watch`."""
     parser = _Parser(
         prog="imagestore watch",
-        description="Print each change event published on MQTT, one JSON line each (the "
-        "events topic; the sentence topic when the events topic is empty), until Ctrl-C. "
-        "A broker that is away is waited for.",
+        description="Print on stdout each change event the service publishes on MQTT, one "
+        "line each, until Ctrl-C: the JSON events of --mqtt-events-topic, or the plain "
+        "sentences of --mqtt-topic when that is empty. On stderr: 'watching TOPIC on "
+        "HOST:PORT' once subscribed, and once each when the broker cannot be reached "
+        "(it is retried every few seconds) or is lost (it is reconnected).",
         epilog="Every flag can also be set by the environment variable shown in brackets.",
     )
-    return _parse(parser, argv, environ, lambda name: name in _WATCH)
+    settings = _parse(parser, argv, environ, lambda name: name in _WATCH)
+    if not (settings.mqtt_topic or settings.mqtt_events_topic):
+        parser.error(
+            "IMAGESTORE_MQTT_TOPIC and IMAGESTORE_MQTT_EVENTS_TOPIC are both empty, so "
+            "there is nothing to watch: give either"
+        )
+    return settings
 
 
 def _parse(
@@ -431,64 +482,70 @@ def _parse(
         name = flag[2:].replace("-", "_")
         if not wanted(name):
             continue
-        default = getattr(defaults, name)
+        values[name] = getattr(defaults, name)
         if env in environ:
-            convert = parse_switch if name in _SWITCHES else kind
             try:
-                default = convert(environ[env])
+                values[name] = kind(environ[env])
             except argparse.ArgumentTypeError as err:
-                value = repr(environ[env])
-                said = str(err)
+                value, said = repr(environ[env]), str(err)
                 # "NAME='value' is not ...": the sentence names the value already.
                 parser.error(
                     f"{env}={said}" if said.startswith(value) else f"{env}={value}: {said}"
                 )
         help_text = f"{help_text} [{env}; default: {shown(getattr(defaults, name), kind)}]"
-        if name in _SWITCHES:
-            group = parser.add_mutually_exclusive_group()
-            group.add_argument(flag, dest=name, action="store_const", const=True, help=help_text)
-            group.add_argument(
-                "--no-" + flag[2:],
-                dest=name,
-                action="store_const",
-                const=False,
-                help="the opposite",
+        if flag in _SWITCHES:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
             )
         else:
             parser.add_argument(flag, dest=name, type=kind, metavar=_metavar(kind), help=help_text)
-        values[name] = default
     if wanted("prod_mode"):
         parser.add_argument(
             "--prod-mode",
-            action="store_const",
-            const=True,
-            dest="prod_mode",
+            action=argparse.BooleanOptionalAction,
             help="do not serve the Swagger page and the OpenAPI document "
             "[PRODMODE, any value; default: off]",
         )
-        values["prod_mode"] = "PRODMODE" in environ
+        values["prod_mode"] = "PRODMODE" in environ  # as the Go original: set or not
     parser.set_defaults(**values)
+    argv = sys.argv[1:] if argv is None else argv
+    _refuse_switch_values(parser, argv)
     args = parser.parse_args(argv)
     return Settings(**{name: getattr(args, name) for name in values})
 
 
+def _refuse_switch_values(parser: _Parser, argv: list[str]) -> None:
+    """`--mqtt off` (as the variables take it) would otherwise be "unrecognized
+    arguments: off", which does not say that the flag takes no value."""
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return
+        flag, equals, value = arg.partition("=")
+        plain = flag.replace("--no-", "--", 1)
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if plain in _SWITCHES and (equals or following.lower() in _SWITCH_WORDS):
+            given = value if equals else following
+            parser.error(f"{flag} takes no value (not {given!r}): give {plain} or --no-{plain[2:]}")
+
+
 def _metavar(kind: Callable[[str], Any]) -> str:
-    return {
-        parse_size: "SIZE",
-        parse_seconds: "SECONDS",
-        _port: "PORT",
-        _at_least_one: "N",
-        parse_switch: "on|off",
-    }.get(kind, "TEXT")
+    if kind in _SIZES:
+        return "SIZE"
+    names = {parse_seconds: "SECONDS", _timeout: "SECONDS", _port: "PORT", _at_least_one: "N"}
+    names |= {_log_level: "LEVEL", _protocol: "VERSION", parse_api_keys: "KEYS"}
+    names |= {parse_origins: "ORIGINS", parse_networks: "NETWORKS"}
+    return names.get(kind, "TEXT")
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A warning for each IMAGESTORE_* variable that no setting reads (a typo, most
     likely), naming the closest known one."""
+    # Compared without the common prefix: with it, any IMAGESTORE_X looks close to all.
+    known = {env[len(_PREFIX) :]: env for env in KNOWN_VARIABLES if env.startswith(_PREFIX)}
     warnings = []
     for name in sorted(environ):
-        if name.startswith("IMAGESTORE_") and name not in KNOWN_VARIABLES:
-            close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+        if name.upper().startswith(_PREFIX) and name not in KNOWN_VARIABLES:
+            close = difflib.get_close_matches(name.upper()[len(_PREFIX) :], known, 1, 0.6)
+            hint = f" (did you mean {known[close[0]]}?)" if close else ""
             warnings.append(f"unknown setting {name}{hint}: ignored")
     return warnings

@@ -217,6 +217,7 @@ class ImagesHandler(UploadingHandler):
           413: {$ref: "#/components/responses/TooLarge"}
           408: {$ref: "#/components/responses/TooSlow"}
           415: {$ref: "#/components/responses/NotAnImage"}
+          429: {$ref: "#/components/responses/TooManyFromClient"}
           503: {$ref: "#/components/responses/Unavailable"}
           507: {$ref: "#/components/responses/StorageFull"}
         """
@@ -255,6 +256,7 @@ class ImageHandler(UploadingHandler):
           413: {$ref: "#/components/responses/TooLarge"}
           408: {$ref: "#/components/responses/TooSlow"}
           415: {$ref: "#/components/responses/NotAnImage"}
+          429: {$ref: "#/components/responses/TooManyFromClient"}
           503: {$ref: "#/components/responses/Unavailable"}
           507: {$ref: "#/components/responses/StorageFull"}
         """

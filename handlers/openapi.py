@@ -29,8 +29,9 @@ NAME_SCHEMA = {
     "maxLength": 255,
     "pattern": NAME_PATTERN,
     "not": {"enum": [".", ".."]},
-    "description": "1 to 255 bytes of UTF-8 (after NFC normalisation); no '/', '\\\\', NUL "
-    "or control characters; not '.' or '..'.",
+    "description": "1 to 255 bytes of UTF-8 (after NFC normalisation); no '/', '\\\\', NUL, "
+    "control, invisible format (bidi overrides, zero-width) or separator characters other "
+    "than the plain space; not blank; not '.' or '..'.",
     "example": "pets",
 }
 
@@ -93,15 +94,18 @@ SCHEMAS: dict[str, dict] = {
 }
 
 ERROR_RESPONSES = {
-    "BadRequest": "Malformed request: bad JSON, a missing or non-string field, a bad name, "
-    "a malformed multipart body, an empty file.",
+    "BadRequest": "Malformed request: bad JSON (or nested deeper than 32 levels), a missing "
+    "or non-string field, a bad name, a malformed multipart body, an empty file.",
     "NotFound": "The album or image does not exist.",
     "Conflict": "The name is already taken.",
     "TooLarge": "The body is over the limit (the upload limit, or 64 KiB for JSON).",
     "NotAnImage": "The file is not a JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, AVIF or HEIC image.",
     "TooSlow": "The upload's body arrived too slowly (see the body timeout settings).",
     "Unauthorized": "A valid API key is needed (Authorization: Bearer <key>, or X-API-Key).",
-    "Unavailable": "The service is shutting down, or its storage failed; retry later.",
+    "Unavailable": "The service is shutting down, too many uploads are running, or its "
+    "storage failed; retry later (Retry-After).",
+    "TooManyFromClient": "This client already runs IMAGESTORE_MAX_UPLOADS_PER_CLIENT uploads; "
+    "retry when one has finished (Retry-After).",
     "StorageFull": "The disk is full.",
 }
 
