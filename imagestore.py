@@ -308,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     follow_the_bootloader()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["watch"]:
-        return watch(broker_settings(parse_watch_settings(argv[1:], os.environ)))
+        settings = parse_watch_settings(argv[1:], os.environ)
+        for warning in unknown_variables(os.environ):  # no logging here: plain stderr
+            print(f"imagestore watch: {warning}", file=sys.stderr)
+        return watch(broker_settings(settings))
     settings = parse_settings(argv, os.environ)
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -59,12 +59,15 @@ def parse_whole(text: str, low: int = 0, high: int | None = None, what: str = ""
 def parse_size(text: str, low: int = 0) -> int:
     """Bytes from "1073741824", "512MiB", "1 GiB", "10MB" and the like."""
     match = _SIZE.fullmatch(text.strip())
-    what = "a size" if low == 0 else f"a size of at least {shown(low, parse_size)}"
     if not match:
-        _refuse(text, f"{what}: give bytes, or a number with a unit such as 64MiB or 1GiB")
+        _refuse(
+            text,
+            "a size: give bytes, or a number and a unit (k, M, G, T for powers of 1000; "
+            "Ki, Mi, Gi, Ti for powers of 1024; B optional) such as 64MiB",
+        )
     size = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
     if size < low or size > _MAX_SIZE:
-        _refuse(text, f"{what} up to 1024TiB")
+        _refuse(text, f"a size from {shown(low, parse_size)} to 1024TiB")
     return size
 
 

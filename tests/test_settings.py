@@ -51,6 +51,15 @@ BAD_VALUES = [
     ("IMAGESTORE_MAX_UPLOADS_PER_CLIENT", "0", "is not a whole number of at least 1"),
     ("IMAGESTORE_LIST_CACHE_BYTES", "64 MiBs", "is not a size"),
     ("IMAGESTORE_API_KEYS", "@/nonexistent/keys", "cannot read the key file"),
+    ("IMAGESTORE_API_KEYS", " , ", "holds no key"),
+    ("IMAGESTORE_MAX_UPLOAD_BYTES", "0", "is not a size from 1 to 1024TiB"),
+    ("IMAGESTORE_MAX_HEADER_BYTES", "512", "is not a size from 1KiB to 1024TiB"),
+    ("IMAGESTORE_BODY_MIN_BYTES_PER_SECOND", "0", "is not a size from 1 to 1024TiB"),
+    ("IMAGESTORE_LIST_CACHE_BYTES", "9999TiB", "is not a size from 0 to 1024TiB"),
+    ("IMAGESTORE_LIST_CACHE_BYTES", "1\u212aiB", "is not a size"),  # Kelvin sign, not k
+    ("IMAGESTORE_SEND_TIMEOUT_SECONDS", "0", "is not a number of seconds above 0"),
+    ("IMAGESTORE_BODY_TIMEOUT_SECONDS", "0.0", "is not a number of seconds above 0"),
+    ("IMAGESTORE_IDLE_TIMEOUT_SECONDS", "-1", "is not a number of seconds above 0"),
 ]
 
 
@@ -73,31 +82,34 @@ def test_a_bad_value_stops_the_start_with_one_sentence(tmp_path, env, value, sen
 @pytest.mark.parametrize(
     "args, sentence",
     [
-        (("--port", "abc"), "argument --port: 'abc' is not a TCP port"),
-        (("--workers", "٣"), "argument --workers: '٣' is not a whole number of at least 1"),
-        (("--max-upload-bytes", "-1"), "argument --max-upload-bytes: '-1' is not a size"),
-        (("--mqtt-tls", "on"), "unrecognized arguments: on"),
+        (("--port", "abc"), "--port 'abc' is not a TCP port: give a whole number from 0 to 65535"),
+        (("--workers", "٣"), "--workers '٣' is not a whole number of at least 1"),
+        (("--max-upload-bytes", "-1"), "--max-upload-bytes '-1' is not a size: give bytes"),
+        (("--send-timeout-seconds", "inf"), "--send-timeout-seconds 'inf' is not a number"),
+        (("--mqtt-tls", "on"), "--mqtt-tls takes no value (not 'on'): give --mqtt-tls or"),
+        (("--mqtt=off",), "--mqtt takes no value (not 'off'): give --mqtt or --no-mqtt"),
+        (("--no-public-read", "no"), "--no-public-read takes no value (not 'no')"),
         (("--bogus",), "unrecognized arguments: --bogus"),
     ],
 )
 def test_a_bad_flag_stops_the_start_with_one_sentence(tmp_path, args, sentence):
     result = run_to_end(*args, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"imagestore: {sentence}",
-        "imagestore --help lists the settings",
-    ] or (sentence in result.stderr.splitlines()[0] and len(result.stderr.splitlines()) == 2), (
-        result.stderr
-    )
-    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"imagestore: {sentence}"), result.stderr
+    assert lines[1] == "imagestore --help lists the settings"
+    assert "usage:" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_both_topics_empty_is_refused_while_mqtt_is_on(tmp_path):
     env = {"IMAGESTORE_MQTT_TOPIC": "", "IMAGESTORE_MQTT_EVENTS_TOPIC": ""}
     result = run_to_end(env=env, cwd=tmp_path)
     assert result.returncode == 2
-    assert "set IMAGESTORE_MQTT=off" in result.stderr
+    assert "set IMAGESTORE_MQTT=off (--no-mqtt) instead" in result.stderr
     assert parse_settings([], {**env, "IMAGESTORE_MQTT": "off"}).mqtt is False
+    assert parse_settings([], {"IMAGESTORE_MQTT_TOPIC": ""}).mqtt_events_topic  # one is enough
+    result = run_to_end("watch", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "there is nothing to watch" in result.stderr
 
 
 def test_converters_take_only_plain_ascii_values():
@@ -168,6 +180,12 @@ def test_an_unknown_variable_is_named_with_the_closest_setting():
         "unknown setting IMAGESTORE_ZZZZZZZZZZZZZZZZZZZZ: ignored"
     ]
     assert unknown_variables({"IMAGESTORE_URL": "http://x", "IMAGESTORE_KEY": "k"}) == []
+    # Every name shares the prefix: it must not make any IMAGESTORE_X look close to one.
+    assert unknown_variables({"IMAGESTORE_FOO": "1"}) == ["unknown setting IMAGESTORE_FOO: ignored"]
+    assert unknown_variables({"imagestore_workers": "1", "IMAGESTORE_LOGLEVEL": "x"}) == [
+        "unknown setting IMAGESTORE_LOGLEVEL (did you mean IMAGESTORE_LOG_LEVEL?): ignored",
+        "unknown setting imagestore_workers (did you mean IMAGESTORE_WORKERS?): ignored",
+    ]
 
 
 def test_the_service_warns_of_an_unknown_variable_once_at_start(run, tmp_path):
@@ -217,6 +235,16 @@ def test_watch_help_documents_watch_alone(tmp_path):
         assert flag not in result.stdout
     settings = parse_watch_settings(["--mqtt-port", "1999"], {"IMAGESTORE_MQTT_EVENTS_TOPIC": "e"})
     assert settings.mqtt_port == 1999 and settings.mqtt_events_topic == "e"
+    # the service's own settings are neither read nor checked by watch
+    assert parse_watch_settings([], {"IMAGESTORE_PORT": "abc"}).port == Settings().port
+    result = run_to_end("watch", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "imagestore watch: unrecognized arguments: --workers 2",
+        "imagestore watch --help lists the settings",
+    ]
+    help_text = run_to_end("--help", cwd=tmp_path, env={"COLUMNS": "300"}).stdout
+    assert "'imagestore watch' prints the change events" in help_text
 
 
 # --- imagestore watch with a broker that comes and goes -----------------------------
@@ -240,33 +268,44 @@ def interrupt(watcher: subprocess.Popen) -> float:
     return time.monotonic() - began
 
 
-def test_watch_waits_for_a_broker_that_is_away_and_says_so_once(tmp_path):
+def publish_until_watched(port: int, tmp_path, payload: bytes) -> None:
+    """Publish ``payload`` until watch printed it (its subscription may lag its line)."""
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    publisher.connect("127.0.0.1", port)
+    publisher.loop_start()
+    try:
+        deadline = time.monotonic() + 10
+        while payload not in (tmp_path / "watch.out").read_bytes():
+            assert time.monotonic() < deadline, "watch printed nothing"
+            publisher.publish("imagestore/events", payload, qos=1).wait_for_publish(5)
+            time.sleep(0.2)
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+def test_watch_waits_for_its_broker_and_reconnects_saying_each_once(tmp_path):
     broker = Broker(tmp_path / "broker")
     watcher, out = start_watch(broker.port, tmp_path)
+    where = f"127.0.0.1:{broker.port}"
     try:
-        first = watcher.stderr.readline().decode()
-        assert first.startswith(f"cannot reach the broker at 127.0.0.1:{broker.port}")
-        assert "retrying" in first
-        time.sleep(3)  # several attempts, no more lines
+        assert watcher.stderr.readline().decode() == (
+            f"cannot reach the broker at {where} (Connection refused): retrying every few seconds\n"
+        )
+        time.sleep(4)  # more than one attempt; the next line read proves they were silent
         assert watcher.poll() is None, "watch gave up instead of waiting"
         broker.start()
-        assert watcher.stderr.readline().decode().strip() == (
-            f"watching imagestore/events on 127.0.0.1:{broker.port}"
-        )
-        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        publisher.connect("127.0.0.1", broker.port)
-        publisher.loop_start()
-        deadline = time.monotonic() + 10
-        while b"pets" not in (tmp_path / "watch.out").read_bytes() and time.monotonic() < deadline:
-            publisher.publish(
-                "imagestore/events", b'{"id":1,"album":"pets"}', qos=1
-            ).wait_for_publish(5)
-            time.sleep(0.2)
-        publisher.loop_stop()
-        assert b'{"id":1,"album":"pets"}' in (tmp_path / "watch.out").read_bytes()
+        assert watcher.stderr.readline().decode() == f"watching imagestore/events on {where}\n"
+        publish_until_watched(broker.port, tmp_path, b'{"id":1,"album":"pets"}')
+
         broker.stop()
-        assert "lost the broker" in watcher.stderr.readline().decode()
-        assert interrupt(watcher) < 1.0
+        assert watcher.stderr.readline().decode().startswith(f"lost the broker at {where} (")
+        time.sleep(4)  # failed reconnections, silent
+        broker.start()
+        assert watcher.stderr.readline().decode() == f"watching imagestore/events on {where}\n"
+        publish_until_watched(broker.port, tmp_path, b'{"id":2,"album":"cats"}')
+        assert interrupt(watcher) < 1.0  # while connected
+        assert watcher.stderr.read() == b"", "more than one line per state"
     finally:
         if watcher.poll() is None:
             watcher.kill()
@@ -278,7 +317,7 @@ def test_ctrl_c_ends_watch_at_once_while_it_waits_for_the_broker(tmp_path):
     watcher, out = start_watch(free_port(), tmp_path)
     try:
         assert "cannot reach the broker" in watcher.stderr.readline().decode()
-        time.sleep(1.5)  # inside paho's reconnect delay
+        time.sleep(1.5)  # inside the wait between two attempts
         assert interrupt(watcher) < 1.0
     finally:
         if watcher.poll() is None:
@@ -286,10 +325,27 @@ def test_ctrl_c_ends_watch_at_once_while_it_waits_for_the_broker(tmp_path):
         out.close()
 
 
+def test_ctrl_c_ends_watch_at_once_while_it_reconnects(tmp_path):
+    broker = Broker(tmp_path / "broker").start()
+    watcher, out = start_watch(broker.port, tmp_path)
+    try:
+        assert "watching imagestore/events" in watcher.stderr.readline().decode()
+        broker.stop()
+        assert "lost the broker" in watcher.stderr.readline().decode()
+        time.sleep(1.5)  # inside paho's reconnect delay, on its thread
+        assert interrupt(watcher) < 1.0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        out.close()
+        broker.stop()
+
+
 def test_shown_defaults():
     assert shown(("*",), str) == "*"
     assert shown((), str) == "(none)"
     assert shown(1024**3, parse_size) == "1GiB"
-    assert shown(1000, parse_size) == "1000"
+    assert shown(1000, parse_size) == "1000" and shown(0, parse_size) == "0"
+    assert shown(16 * 1024, parse_size) == "16KiB" and shown(3 * 1024**4, parse_size) == "3TiB"
     assert shown(60.0, parse_seconds) == "60" and shown(0.5, parse_seconds) == "0.5"
     assert shown(True, str) == "on" and shown("", str) == "(none)"
