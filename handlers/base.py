@@ -15,7 +15,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from handlers.access import AccessPolicy
 from handlers.sending import SendWatch
-from handlers.transfer import etag_matches, header_number
+from handlers.transfer import declared_length, etag_matches
 from store import (
     Conflict,
     ImageStore,
@@ -204,6 +204,7 @@ class APIHandler(RequestHandler):
             # Connections kept alive from before the shutdown began: answer, then close.
             self.request.connection._disconnect_on_finish = True  # Tornado has no public door
             raise http_error(503, "the service is shutting down", {"Retry-After": "1"})
+        self.check_framing()
         if not self.public and not self.access.allows(self.request.method, self.request.headers):
             raise http_error(
                 401,
@@ -221,9 +222,27 @@ class APIHandler(RequestHandler):
         self.set_status(204)
         self.finish()
 
+    def check_framing(self) -> None:
+        """Refuse the body framing that Tornado would refuse anyway, but only after
+        this handler had run (an upload slot taken, a file begun) and with a bare 400:
+        here the client gets a sentence, and no value we cannot read goes further."""
+        headers = self.request.headers
+        length = headers.get("Content-Length")
+        if "Transfer-Encoding" in headers:
+            if length is not None:
+                raise http_error(
+                    400, "a request must not carry both Transfer-Encoding and Content-Length"
+                )
+            if headers["Transfer-Encoding"].lower() != "chunked":
+                raise http_error(400, "the only Transfer-Encoding accepted is chunked")
+        elif length is not None and declared_length(length) is None:
+            raise http_error(
+                400, "the Content-Length header must be one number of bytes: 1 to 18 digits 0-9"
+            )
+
     async def prepare_body(self) -> None:
         """Get ready for the request's body; by default a small JSON document."""
-        declared = header_number(self.request.headers.get("Content-Length"))
+        declared = declared_length(self.request.headers.get("Content-Length"))
         if declared is not None and declared > JSON_BODY_LIMIT:
             raise http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes")
 

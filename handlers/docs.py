@@ -37,8 +37,14 @@ class SwaggerAssetHandler(_JSONErrors, StaticFileHandler):
     def get_cache_time(self, path: str, modified, mime_type: str) -> int:  # noqa: ANN001
         return 0 if path == "index.html" else 3600
 
+    async def get(self, path: str, include_body: bool = True) -> None:
+        # A Range is ignored (RFC 9110 lets a server send the whole file): these files
+        # are small, and Tornado's 416 for a bad one is an empty text/plain answer.
+        self.request.headers.pop("Range", None)
+        await super().get(path, include_body)
 
-class SwaggerRedirectHandler(RedirectHandler):
+
+class SwaggerRedirectHandler(_JSONErrors, RedirectHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
 

@@ -14,8 +14,8 @@ from handlers.limits import NoUploadSlot, UploadLimits
 from handlers.transfer import (
     ByteRange,
     content_disposition,
+    declared_length,
     etag_matches,
-    header_number,
     not_modified_since,
     parse_range,
 )
@@ -53,7 +53,7 @@ class UploadingHandler(APIHandler):
         self._body_limit = self.store.max_upload_bytes + (
             MULTIPART_OVERHEAD if image is None else 0
         )
-        declared = header_number(self.request.headers.get("Content-Length"))
+        declared = declared_length(self.request.headers.get("Content-Length"))
         if declared is not None and declared > self._body_limit:
             raise http_error(413, self._too_large())
         slots = self.limits.slots

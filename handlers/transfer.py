@@ -7,6 +7,8 @@ from datetime import datetime
 from urllib.parse import quote
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
+# How Tornado splits a Content-Length that proxies repeated.
+_REPEATED = re.compile(r",[ \t]*")
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -51,6 +53,15 @@ def header_number(value: str | None) -> int | None:
         return None
     value = value.strip()
     return int(value) if _DIGITS.fullmatch(value) else None
+
+
+def declared_length(value: str | None) -> int | None:
+    """A Content-Length as Tornado reads it (copies a proxy repeated, "5, 5", are one
+    value), bounded as header_number; None if absent or not such a number."""
+    if value is None:
+        return None
+    copies = _REPEATED.split(value)
+    return header_number(copies[0]) if len(set(copies)) == 1 else None
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:

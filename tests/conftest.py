@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -15,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from process import SERVICE, Proc, clean_env  # noqa: E402
+from process import SERVICE, SERVICE_LOGS, Proc, clean_env  # noqa: E402
 
 from handlers import make_app  # noqa: E402
 from handlers.limits import UploadLimits  # noqa: E402
@@ -35,10 +36,33 @@ class _TracebackCatcher(logging.Handler):
             self.caught.append(text)
 
 
+# How far each service log has been read: a traceback is blamed on the test during
+# which it appeared, and only once (module-wide services outlive their first test).
+_LOG_READ: dict[Path, int] = {}
+
+
+def _new_tracebacks(logs: set[Path]) -> list[str]:
+    found = []
+    for log_file in sorted(logs):
+        try:
+            with open(log_file, "rb") as log:
+                log.seek(_LOG_READ.get(log_file, 0))
+                new = log.read()
+        except FileNotFoundError:
+            continue
+        _LOG_READ[log_file] = _LOG_READ.get(log_file, 0) + len(new)
+        text = new.decode(errors="replace")
+        if "Traceback" in text:
+            start = max(0, text.index("Traceback") - 200)
+            found.append(f"{log_file}:\n{text[start:][:3000]}")
+    return found
+
+
 @pytest.fixture(autouse=True)
 def no_traceback_in_the_service_log(request):
     """No test may leave a traceback in the service's log: neither the in-process
-    service's (pytest-tornado) nor any subprocess's (its *.log under tmp_path).
+    service's (pytest-tornado) nor any subprocess's (its *.log under tmp_path, or
+    any log of tests/process.py's Proc).
     Nothing a client sends may produce one; the rare test whose point is a crash
     says so with @pytest.mark.allow_traceback("why")."""
     catcher = _TracebackCatcher()
@@ -46,16 +70,12 @@ def no_traceback_in_the_service_log(request):
     root.addHandler(catcher)
     yield
     root.removeHandler(catcher)
-    if request.node.get_closest_marker("allow_traceback"):
-        return
-    found = list(catcher.caught)
+    logs = set(SERVICE_LOGS)
     tmp_path = request.node.funcargs.get("tmp_path")  # torn down by now, still on disk
     if tmp_path is not None:
-        for log_file in sorted(tmp_path.rglob("*.log")):
-            text = log_file.read_text(errors="replace")
-            if "Traceback" in text:
-                found.append(f"{log_file.name}:\n{text[text.index('Traceback') - 200 :][:3000]}")
-    if found:
+        logs.update(tmp_path.rglob("*.log"))  # test_crash.py's own runner writes there too
+    found = catcher.caught + _new_tracebacks(logs)
+    if found and not request.node.get_closest_marker("allow_traceback"):
         pytest.fail("a traceback in the service log:\n" + "\n---\n".join(found), pytrace=False)
 
 

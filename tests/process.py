@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,12 +37,18 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
+# The log of every service process started, module-wide ones included: conftest
+# fails the test during which one of them shows a traceback.
+SERVICE_LOGS: list[Path] = []
+
+
 class Proc:
     """One imagestore process, its output (stdout and stderr) in a file."""
 
     def __init__(self, popen: subprocess.Popen, log_path) -> None:
         self.popen = popen
         self.log_path = log_path
+        SERVICE_LOGS.append(Path(log_path))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
