@@ -25,7 +25,7 @@ from notify import BrokerSettings, NotifierState, OutboxPublisher
 from notify.watch import watch
 from onefile import follow_the_bootloader, signal_on_parent_death
 from settings import VERSION, Settings, parse_settings, parse_watch_settings, unknown_variables
-from store import DataFolder, ImageStore, StoreError
+from store import Claim, ImageStore, StoreError, open_store
 
 log = logging.getLogger("imagestore")
 
@@ -62,15 +62,14 @@ async def serve(
     """Serve the sockets until SIGTERM/SIGINT, then drain. Worker 0 also publishes
     the events and writes the start-up banner."""
     try:
-        store = ImageStore(
-            settings.data,
+        store = open_store(
+            settings.backends,
             settings.max_upload_bytes,
             outbox_limit=settings.outbox_limit if settings.mqtt else None,
             min_free_bytes=settings.min_free_bytes,
-            claim=False,
         )
     except StoreError as err:
-        log.error("cannot open the data folder %s: %s", os.path.abspath(settings.data), err)
+        log.error("cannot open the store (%s): %s", settings.backends.describe(), err)
         return 1
     limits.slots.serve_as(worker)
     publisher = None
@@ -145,11 +144,12 @@ def log_banner(settings: Settings, store: ImageStore) -> None:
         "imagestore %s serving %s/api/v1 (data in %s, uploads up to %d bytes, %d worker%s)",
         VERSION,
         settings.advertised_url,
-        store.data_dir,
+        os.path.abspath(settings.data),
         settings.max_upload_bytes,
         settings.workers,
         "" if settings.workers == 1 else "s",
     )
+    log.info("catalog %s; blobs %s", settings.backends.catalog_url, settings.backends.blobs_url)
     if settings.api_keys:
         log.info(
             "access control on: %d API key(s); reads %s",
@@ -179,9 +179,9 @@ def run(settings: Settings) -> int:
     if not use_uvloop():
         log.info("uvloop is not installed: serving with asyncio's own event loop")
     try:
-        folder = DataFolder.claim(settings.data)
+        claim = Claim(settings.backends)
     except StoreError as err:
-        log.error("cannot open the data folder %s: %s", os.path.abspath(settings.data), err)
+        log.error("cannot open the store (%s): %s", settings.backends.describe(), err)
         return 1
     try:
         try:
@@ -203,11 +203,11 @@ def run(settings: Settings) -> int:
         if settings.workers == 1:
             code = asyncio.run(serve(settings, sockets, 0, state, limits))
         else:
-            code = supervise(settings, sockets, state, limits, folder)
+            code = supervise(settings, sockets, state, limits, claim)
         log.info("stopped")
         return code
     finally:
-        folder.release()
+        claim.release()
 
 
 def supervise(
@@ -215,7 +215,7 @@ def supervise(
     sockets: list[socket.socket],
     state: NotifierState,
     limits: UploadLimits,
-    folder: DataFolder,
+    claim: Claim,
 ) -> int:
     """Fork the workers, pass signals on, replace a worker that dies; wait for all.
 
@@ -270,7 +270,7 @@ def supervise(
         if number is None:
             continue
         slots = limits.slots.release_worker(number)
-        temps = folder.remove_leftovers_of(pid)
+        temps = claim.remove_leftovers_of(pid)
         if slots or temps:
             log.warning(
                 "worker %d died with %d upload(s) running: freed their slots, removed %d "

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from store.backends import BLOB_SCHEMES, CATALOG_SCHEMES, Backends, UnknownBackend, check_url
+
 VERSION = "0.1.0"
 
 _UNITS = {
@@ -167,11 +169,27 @@ def _text(text: str) -> str:
     return text
 
 
+def _catalog_url(text: str) -> str:
+    try:
+        return check_url(text.strip(), CATALOG_SCHEMES, "catalog") if text.strip() else ""
+    except UnknownBackend as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _blobs_url(text: str) -> str:
+    try:
+        return check_url(text.strip(), BLOB_SCHEMES, "blob store") if text.strip() else ""
+    except UnknownBackend as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int = 3333
     address: str = ""
     data: str = "./image-db"
+    catalog: str = ""
+    blobs: str = ""
     max_upload_bytes: int = 1024**3
     host_ip: str = ""
     shutdown_grace_seconds: float = 10.0
@@ -211,6 +229,11 @@ class Settings:
         return self.mqtt_host or self.host_ip or "127.0.0.1"
 
     @property
+    def backends(self) -> Backends:
+        """The catalog and blob store URLs: as set, else in the data folder."""
+        return Backends.of(self.data, self.catalog, self.blobs)
+
+    @property
     def advertised_url(self) -> str:
         """Where clients reach the service, for the start-up log."""
         host = self.host_ip or self.address or "127.0.0.1"
@@ -228,6 +251,18 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
         "IMAGESTORE_DATA",
         _text,
         "data folder: catalog and image files (created if missing)",
+    ),
+    (
+        "--catalog",
+        "IMAGESTORE_CATALOG",
+        _catalog_url,
+        "the catalog's URL: sqlite:///path (default: <data>/catalog.sqlite3)",
+    ),
+    (
+        "--blobs",
+        "IMAGESTORE_BLOBS",
+        _blobs_url,
+        "the blob store's URL: file:///path (default: <data>/blobs)",
     ),
     (
         "--max-upload-bytes",

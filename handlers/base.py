@@ -330,7 +330,7 @@ class APIHandler(RequestHandler):
         """Answer ``{field: [...]}``, from the cache while the catalog is unchanged,
         with an ETag (304 for a client that has it)."""
         cache: ListCache = self.application.settings["list_cache"]
-        version = self.store.catalog_version()
+        version = await self.store.change_token()
         entry = cache.lookup(key, version)
         if entry is None:
             body = json.dumps({field: await produce()}, ensure_ascii=False).encode("utf-8")

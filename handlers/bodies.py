@@ -26,7 +26,7 @@ class RawImageBody:
         self._upload = upload
 
     async def feed(self, chunk: bytes) -> None:
-        self._upload.write(chunk)
+        await self._upload.write(chunk)
 
     async def finish(self) -> ImageRecord:
         return await self._upload.commit()
@@ -61,8 +61,8 @@ class MultipartImageBody:
                     await self._start_part(event)
                 elif event is None:
                     self._in_file = False
-                elif self._in_file:
-                    self._upload.write(event)
+                elif self._in_file and self._upload is not None:
+                    await self._upload.write(event)
                 else:
                     self._other_bytes += len(event)
                     if self._other_bytes > OTHER_FIELDS_LIMIT:

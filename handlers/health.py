@@ -1,6 +1,7 @@
 """/healthz: is the service up, and how is its notifier doing."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from handlers.base import APIHandler
 from store import ImageStore
@@ -10,7 +11,11 @@ class HealthHandler(APIHandler):
     # Load balancers and orchestrators probe it without credentials.
     public = True
 
-    def initialize(self, store: ImageStore, notifier_status: Callable[[], dict] | None) -> None:
+    def initialize(
+        self,
+        store: ImageStore,
+        notifier_status: Callable[[], Awaitable[dict[str, Any]]] | None,
+    ) -> None:
         super().initialize(store)
         self._notifier_status = notifier_status
 
@@ -27,12 +32,12 @@ class HealthHandler(APIHandler):
                 schema: {$ref: "#/components/schemas/Health"}
           503: {$ref: "#/components/responses/Unavailable"}
         """
-        mqtt = {"enabled": False}
+        mqtt: dict[str, Any] = {"enabled": False}
         if self._notifier_status is not None:
-            mqtt = {"enabled": True, **self._notifier_status()}
+            mqtt = {"enabled": True, **await self._notifier_status()}
         storage = {
-            "freeBytes": self.store.free_bytes(),
+            "freeBytes": await self.store.free_bytes(),
             "minFreeBytes": self.store.min_free_bytes,
-            "uploadsRefused": self.store.refusing_uploads(),
+            "uploadsRefused": await self.store.refusing_uploads(),
         }
         self.write_json({"status": "ok", "mqtt": mqtt, "storage": storage})

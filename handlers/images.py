@@ -73,7 +73,7 @@ class UploadingHandler(APIHandler):
                 {"Retry-After": "1"},
             ) from None
         album = await self.store.require_album(album)
-        self.store.check_room(declared or 0)
+        await self.store.check_room(declared or 0)
         if image is None:
             body = MultipartImageBody(
                 self.store, album, self.request.headers.get("Content-Type", "")

@@ -13,11 +13,13 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from store import ImageStore
+from store import ImageStore, StoreError
 
 log = logging.getLogger("imagestore.notify")
 
@@ -70,11 +72,11 @@ class NotifierState:
     def connected(self, value: bool) -> None:
         self._connected.value = 1 if value else 0
 
-    def status(self, store: ImageStore) -> dict:
+    async def status(self, store: ImageStore) -> dict[str, Any]:
         return {
             "connected": self.connected,
-            "eventsPending": store.events_pending(),
-            "eventsDropped": store.events_dropped,
+            "eventsPending": await store.events_pending(),
+            "eventsDropped": await store.events_dropped(),
         }
 
 
@@ -104,6 +106,8 @@ class OutboxPublisher:
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id
         self._acked_up_to = 0  # every id <= this one is acknowledged
         self._forgetting = False
+        self._pumping = False
+        self._pump_again = False
         self._failing_since: float | None = None
         self._stopped = False
         # Each outbox row goes to each topic, in row order; it is forgotten only once
@@ -155,26 +159,47 @@ class OutboxPublisher:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def status(self) -> dict:
-        return self._state.status(self._store)
+    async def status(self) -> dict[str, Any]:
+        return await self._state.status(self._store)
 
     # --- paho's thread: hand everything to the IOLoop -----------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
         self._loop.add_callback(self._connected, reason_code)
 
-    def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._loop.add_callback(self._connect_failed, "the broker cannot be reached")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
         self._loop.add_callback(self._disconnected, reason_code)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
         self._loop.add_callback(self._acknowledged, mid)
 
     # --- the IOLoop's side -------------------------------------------------------
 
-    def _connected(self, reason_code: mqtt.ReasonCode) -> None:
+    def _connected(self, reason_code: ReasonCode) -> None:
         if reason_code.is_failure:
             why = f"the broker refused the connection: {reason_code}"
             if reason_code in ("Not authorized", "Bad user name or password"):
@@ -197,7 +222,7 @@ class OutboxPublisher:
                 why,
             )
 
-    def _disconnected(self, reason_code: mqtt.ReasonCode) -> None:
+    def _disconnected(self, reason_code: ReasonCode) -> None:
         was_connected = self.connected
         self.connected = False
         if was_connected and not self._stopped:
@@ -207,13 +232,33 @@ class OutboxPublisher:
             )
 
     def _pump(self) -> None:
-        """Hand the next outbox rows to paho, up to the window."""
-        if not self.connected or self._stopped:
+        """Hand the next outbox rows to paho, up to the window (one read at a time;
+        a call meanwhile makes the running one look again)."""
+        if self._pumping:
+            self._pump_again = True
             return
-        room = (self._settings.window - len(self._in_flight)) // max(1, len(self._topics))
-        if room <= 0 or not self._topics:
+        self._pumping = True
+        self._loop.add_callback(self._pump_rows)
+
+    async def _pump_rows(self) -> None:
+        try:
+            while True:
+                self._pump_again = False
+                await self._hand_over()
+                if not self._pump_again:
+                    break
+        except StoreError as err:
+            log.warning("could not read the event outbox (%s); retrying", err)
+        finally:
+            self._pumping = False
+
+    async def _hand_over(self) -> None:
+        if not self.connected or self._stopped or not self._topics:
             return
-        for event in self._store.pending_events(self._handed_up_to, room):
+        room = (self._settings.window - len(self._in_flight)) // len(self._topics)
+        if room <= 0:
+            return
+        for event in await self._store.pending_events(self._handed_up_to, room):
             for topic, form in self._topics:
                 payload = event.sentence if form == "sentence" else event.json
                 info = self._client.publish(topic, payload, qos=1)
@@ -238,7 +283,9 @@ class OutboxPublisher:
                 await self._store.forget_events(up_to)
                 if self._acked_up_to == up_to:
                     break
-        except Exception:
-            log.exception("could not remove delivered events from the outbox; they may repeat")
+        except StoreError as err:
+            log.warning(
+                "could not remove delivered events from the outbox (%s); they may repeat", err
+            )
         finally:
             self._forgetting = False

@@ -1,6 +1,6 @@
-"""The store: the catalog and the blob files. Nothing here knows about HTTP."""
+"""The store: the domain over a catalog and a blob store. Nothing here knows HTTP."""
 
-from store.catalog import ImageRecord
+from store.backends import Backends, Claim, UnknownBackend, open_store
 from store.errors import (
     Conflict,
     InvalidInput,
@@ -11,11 +11,13 @@ from store.errors import (
     TooLarge,
     UnsupportedMedia,
 )
-from store.store import DataFolder, ImageReader, ImageStore, Upload
+from store.ports import ImageRecord
+from store.store import ImageReader, ImageStore, Upload
 
 __all__ = [
+    "Backends",
+    "Claim",
     "Conflict",
-    "DataFolder",
     "ImageReader",
     "ImageRecord",
     "ImageStore",
@@ -25,6 +27,8 @@ __all__ = [
     "StorageUnavailable",
     "StoreError",
     "TooLarge",
+    "UnknownBackend",
     "Upload",
     "UnsupportedMedia",
+    "open_store",
 ]

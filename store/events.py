@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from store.catalog import ImageRecord
+    from store.ports import ImageRecord
 
 
 def album_created(album: str) -> dict:

@@ -1,177 +1,81 @@
 """ImageStore: the one door to albums and images.
 
-Handlers call these coroutines with the raw names they received; the store
-validates them, owns the disk and the catalog, and raises domain errors
-(store.errors). Every mutation commits in one catalog transaction, which is where
-its notification event will be recorded.
+Handlers call these coroutines with the raw names they received; the store validates
+them, decides the order of operations over its two ports (the blob first, then the
+catalog when adding; the catalog first, then the blob when removing, so that a crash
+leaves at worst an orphan blob, which the sweep removes, and never an image without
+its bytes), builds each change's event and raises domain errors (store.errors).
 """
 
-import asyncio
-import fcntl
 import hashlib
 import logging
-import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
 
-from store.blobs import BlobFolder, TempBlob, new_key, storage_error
-from store.catalog import Catalog, ImageRecord
+from store import events
 from store.errors import (
     Conflict,
     InvalidInput,
     NotFound,
     StorageFull,
-    StorageUnavailable,
     StoreError,
     TooLarge,
     UnsupportedMedia,
 )
-from store.events import OutboxEvent
 from store.names import validate_name
+from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
 from store.sniff import SNIFF_BYTES, sniff_image_type
 
 log = logging.getLogger("imagestore.store")
 
-T = TypeVar("T")
 
-READ_CHUNK_BYTES = 256 * 1024
-
-
-class DataFolder:
-    """Exclusive ownership of a data folder, for one process (and its workers).
-
-    ``claim`` takes the lock, brings the catalog's schema up to date and sweeps what a
-    crash can leave behind; it is done once, before serving (before forking workers,
-    which inherit the lock).
-    """
-
-    # A restarted service may find its killed predecessor's workers still exiting.
-    LOCK_PATIENCE_SECONDS = 2.0
-
-    def __init__(self, path: str, lock_fd: int) -> None:
-        self.path = path
-        self._lock_fd: int | None = lock_fd
-
-    @classmethod
-    def claim(cls, data_dir: str) -> "DataFolder":
-        path = os.path.abspath(data_dir)
-        try:
-            os.makedirs(path, exist_ok=True)
-            lock_fd = _lock(path, cls.LOCK_PATIENCE_SECONDS)
-        except OSError as err:
-            raise storage_error(err) from err
-        folder = cls(path, lock_fd)
-        try:
-            blobs = BlobFolder(path)
-            catalog = Catalog(os.path.join(path, "catalog.sqlite3"))
-            try:
-                temps, orphans = blobs.sweep(catalog.all_blob_keys())
-            finally:
-                catalog.close()
-        except OSError as err:
-            folder.release()
-            raise storage_error(err) from err
-        except BaseException:
-            folder.release()
-            raise
-        if temps or orphans:
-            log.warning(
-                "start-up sweep removed %d unfinished upload(s) and %d orphan blob(s)",
-                temps,
-                orphans,
-            )
-        return folder
-
-    def remove_leftovers_of(self, pid: int) -> int:
-        """A worker process died: remove its unfinished uploads now, not at the next
-        start-up. Returns how many there were."""
-        try:
-            return BlobFolder(self.path).remove_temps_of(pid)
-        except OSError as err:
-            log.warning("could not remove the unfinished uploads of process %d: %s", pid, err)
-            return 0
-
-    def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-
-def _lock(path: str, patience: float) -> int:
-    fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise StorageUnavailable(
-                    f"the data folder {path} is in use by another imagestore process"
-                ) from None
-            time.sleep(0.05)
+def new_key() -> str:
+    """A blob's key: random, made here, never from anything a client sent."""
+    return uuid.uuid4().hex
 
 
 class ImageStore:
-    """Albums and images kept in ``data_dir``: ``catalog.sqlite3``, ``blobs/``, ``tmp/``.
+    """Albums and images over a catalog and a blob store.
 
-    Several processes may each open a store on the same folder (SQLite serialises
-    their writes); one of them must have claimed it (``DataFolder.claim``) first.
-    """
+    ``max_upload_bytes``: the largest image accepted. ``min_free_bytes``: uploads are
+    refused while the blob store has less room than this (when it can tell)."""
 
     def __init__(
         self,
-        data_dir: str,
+        catalog: Catalog,
+        blobs: BlobStore,
         max_upload_bytes: int,
-        outbox_limit: int | None = None,
         min_free_bytes: int = 0,
-        claim: bool = True,
     ) -> None:
-        """``outbox_limit``: how many change events to keep for the notifier; None
-        records no events at all (notifications off). ``min_free_bytes``: uploads are
-        refused while the disk has less free space than this. ``claim``: take the
-        folder for this store (False: a worker of a process that claimed it)."""
-        self.data_dir = os.path.abspath(data_dir)
+        self.catalog = catalog
+        self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
         self.min_free_bytes = min_free_bytes
         self._event_listeners: list[Callable[[], None]] = []
-        self._folder = DataFolder.claim(self.data_dir) if claim else None
-        try:
-            self._blobs = BlobFolder(self.data_dir)
-            self._catalog = Catalog(os.path.join(self.data_dir, "catalog.sqlite3"), outbox_limit)
-        except OSError as err:
-            self._release()
-            raise storage_error(err) from err
-        # One writer thread: SQLite takes one writer at a time anyway, and each
-        # commit fsyncs, which must never run on the IOLoop.
-        self._catalog_writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-writer")
-        self._disk = ThreadPoolExecutor(4, thread_name_prefix="blob-io")
         self._uploads: set[Upload] = set()
-
-    def _release(self) -> None:
-        if self._folder is not None:
-            self._folder.release()
 
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()
-        self._catalog_writer.shutdown(wait=True)
-        self._disk.shutdown(wait=True)
-        self._catalog.close()
-        self._release()
+        self.blobs.close()
+        self.catalog.close()
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._catalog_writer, fn, *args)
+    async def sweep(self) -> tuple[int, int]:
+        """Remove what a crash can leave behind: unfinished uploads, and blobs no image
+        references. Only while nothing else uses the backends (at start-up).
+        Returns (unfinished uploads removed, orphan blobs removed)."""
+        unfinished = await self.blobs.remove_unfinished()
+        orphans = 0
+        async for keys in self.blobs.published_keys():
+            unreferenced = await self.catalog.unreferenced(keys)
+            await self.blobs.remove(unreferenced)
+            orphans += len(unreferenced)
+        return unfinished, orphans
 
-    async def _change(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a catalog mutation (which records its event) and wake the listeners."""
-        result = await self._write(fn, *args)
+    def _changed(self) -> None:
         for listener in self._event_listeners:
             listener()
-        return result
 
     # --- the event outbox (read by the notifier) ----------------------------------
 
@@ -179,33 +83,26 @@ class ImageStore:
         """Call ``listener`` on the IOLoop after each committed change."""
         self._event_listeners.append(listener)
 
-    def pending_events(self, after_id: int, limit: int) -> list[OutboxEvent]:
+    async def pending_events(self, after_id: int, limit: int) -> list[events.OutboxEvent]:
         """The oldest undelivered events after ``after_id``."""
-        return self._catalog.pending_events(after_id, limit)
+        return await self.catalog.pending_events(after_id, limit)
 
     async def forget_events(self, up_to_id: int) -> None:
         """The broker has every event up to ``up_to_id``: drop them from the outbox."""
-        await self._write(self._catalog.forget_events, up_to_id)
+        await self.catalog.forget_events(up_to_id)
 
-    def events_pending(self) -> int:
-        return self._catalog.events_pending()
+    async def events_pending(self) -> int:
+        return await self.catalog.events_pending()
 
-    @property
-    def events_dropped(self) -> int:
-        return self._catalog.events_dropped
-
-    async def _on_disk(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
-        except OSError as err:
-            raise storage_error(err) from err
+    async def events_dropped(self) -> int:
+        return await self.catalog.events_dropped()
 
     # --- albums -------------------------------------------------------------------
 
-    def catalog_version(self) -> int:
-        """A number that changes after every committed change, made by any process:
-        what was read from the catalog at one version stays true while it holds."""
-        return self._catalog.data_version()
+    async def change_token(self) -> int:
+        """Changes after every committed change, made by any process: what was read
+        at one token stays true while it holds."""
+        return await self.catalog.change_token()
 
     def canonical_album_name(self, album: str) -> str:
         """The one spelling of ``album`` the catalog knows it by (NFC); InvalidInput
@@ -213,46 +110,51 @@ class ImageStore:
         return validate_name(album, "album")
 
     async def list_albums(self) -> list[str]:
-        return self._catalog.album_names()
+        return await self.catalog.album_names()
 
     async def require_album(self, album: str) -> str:
         """The validated album name; NotFound unless the album exists."""
         album = validate_name(album, "album")
-        if not self._catalog.album_exists(album):
-            raise NotFound(f"album {album} does not exist")
+        await self.catalog.album_id(album)
         return album
 
     async def create_album(self, album: str) -> str:
         album = validate_name(album, "album")
-        await self._change(self._catalog.create_album, album)
+        await self.catalog.create_album(album, events.encode(events.album_created(album)))
+        self._changed()
         return album
 
     async def delete_album(self, album: str) -> str:
         album = validate_name(album, "album")
-        keys = await self._change(self._catalog.delete_album, album)
-        await self._remove_blobs(keys)
+        freed = await self.catalog.delete_album(album, events.encode(events.album_deleted(album)))
+        self._changed()
+        await self.blobs.remove(freed)
         return album
 
     async def rename_album(self, album: str, new_name: str) -> tuple[str, str]:
         album = validate_name(album, "album")
         new_name = validate_name(new_name, "album")
-        await self._change(self._catalog.rename_album, album, new_name)
+        event = events.encode(events.album_renamed(album, new_name))
+        await self.catalog.rename_album(album, new_name, event)
+        self._changed()
         return album, new_name
 
-    # --- disk space ---------------------------------------------------------------
+    # --- room for uploads -----------------------------------------------------------
 
-    def free_bytes(self) -> int:
-        """Free space for the data folder's owner, in bytes."""
-        stats = os.statvfs(self.data_dir)
-        return stats.f_bavail * stats.f_frsize
+    async def free_bytes(self) -> int | None:
+        """Room left in the blob store, in bytes; None when it cannot tell."""
+        return await self.blobs.free_bytes()
 
-    def refusing_uploads(self) -> bool:
-        return self.free_bytes() < self.min_free_bytes
+    async def refusing_uploads(self) -> bool:
+        free = await self.free_bytes()
+        return free is not None and free < self.min_free_bytes
 
-    def check_room(self, expected_bytes: int = 0) -> None:
-        """StorageFull unless ``expected_bytes`` fit and leave the minimum free."""
-        free = self.free_bytes()
-        if free - expected_bytes < self.min_free_bytes:
+    async def check_room(self, expected_bytes: int = 0) -> None:
+        """StorageFull unless ``expected_bytes`` fit and leave the minimum free. A
+        blob store that cannot tell refuses nothing early (a full one still fails
+        the write with 507)."""
+        free = await self.free_bytes()
+        if free is not None and free - expected_bytes < self.min_free_bytes:
             raise StorageFull(
                 f"not enough disk space: {free} bytes free, {self.min_free_bytes} kept in "
                 f"reserve{f', {expected_bytes} asked for' if expected_bytes else ''}"
@@ -261,85 +163,91 @@ class ImageStore:
     # --- images -------------------------------------------------------------------
 
     async def list_images(self, album: str) -> list[str]:
-        return self._catalog.image_names(validate_name(album, "album"))
+        return await self.catalog.image_names(validate_name(album, "album"))
 
     async def begin_upload(self, album: str, image: str) -> "Upload":
         """Start receiving an image. Fails early (404, 409) when it can already tell."""
         album = validate_name(album, "album")
         # The upload belongs to the album, not to its name: renamed meanwhile, the
         # album still receives it.
-        album_id = self._catalog.album_id(album)
+        album_id = await self.catalog.album_id(album)
         image = validate_name(image, "image")
-        if self._catalog.image_exists(album, image):
+        if await self.catalog.image_exists(album, image):
             raise Conflict(f"image {image} already exists in album {album}")
-        self.check_room()
+        await self.check_room()
         key = new_key()
-        try:
-            temp = self._blobs.new_temp(key)
-        except OSError as err:
-            raise storage_error(err) from err
-        upload = Upload(self, album_id, album, image, key, temp)
+        upload = Upload(self, album_id, album, image, key, await self.blobs.begin(key))
         self._uploads.add(upload)
         return upload
 
     async def _publish(self, upload: "Upload", record: ImageRecord) -> ImageRecord:
-        await self._on_disk(self._blobs.publish, upload.temp, record.blob_key)
+        await upload.writer.publish()
         try:
-            return await self._change(self._catalog.add_image, upload.album_id, record)
+            added = await self.catalog.add_image(
+                upload.album_id, record, lambda stored: events.encode(events.image_added(stored))
+            )
         except BaseException:
-            await self._remove_blobs([record.blob_key])
+            await self.blobs.remove([record.blob_key])
             raise
-
-    async def _remove_blobs(self, keys: list[str]) -> None:
-        if keys:
-            await asyncio.get_running_loop().run_in_executor(self._disk, self._blobs.remove, keys)
+        self._changed()
+        if added.redundant_blob is not None:
+            await self.blobs.remove([added.redundant_blob])  # the same bytes were there
+        return added.record
 
     async def get_image(self, album: str, image: str) -> ImageRecord:
-        return self._catalog.find_image(
+        return await self.catalog.find_image(
             validate_name(album, "album"), validate_name(image, "image")
         )
 
     async def open_image(self, album: str, image: str) -> "ImageReader":
-        """The image's record and an open handle on its bytes.
-
-        The handle stays valid even if the image is deleted meanwhile."""
+        """The image's record and an open reader of its bytes, valid even if the image
+        is deleted meanwhile."""
         record = await self.get_image(album, image)
         try:
-            handle = self._blobs.open(record.blob_key)
-        except FileNotFoundError:
+            reader = await self.blobs.open(record.blob_key)
+        except NotFound:
             # Deleted between the lookup and the open.
             raise NotFound(f"image {record.name} does not exist in album {record.album}") from None
-        except OSError as err:
-            raise storage_error(err) from err
-        return ImageReader(record, handle)
+        return ImageReader(record, reader)
 
     async def delete_image(self, album: str, image: str) -> tuple[str, str]:
         album = validate_name(album, "album")
         image = validate_name(image, "image")
-        key = await self._change(self._catalog.delete_image, album, image)
-        await self._remove_blobs([key])
+        event = events.encode(events.image_deleted(album, image))
+        freed = await self.catalog.delete_image(album, image, event)
+        self._changed()
+        if freed is not None:
+            await self.blobs.remove([freed])
         return album, image
 
     async def rename_image(self, album: str, image: str, new_name: str) -> tuple[str, str]:
         album = validate_name(album, "album")
         image = validate_name(image, "image")
         new_name = validate_name(new_name, "image")
-        await self._change(self._catalog.rename_image, album, image, new_name)
+        event = events.encode(events.image_renamed(album, image, new_name))
+        await self.catalog.rename_image(album, image, new_name, event)
+        self._changed()
         return image, new_name
 
 
 class Upload:
-    """One image arriving: bytes are hashed and written to a temporary file as
-    they come; only ``commit`` makes the image visible, and only if it is whole
-    and really an image."""
+    """One image arriving: bytes are hashed and streamed into a blob writer as they
+    come; only ``commit`` makes the image visible, and only if it is whole and really
+    an image."""
 
     def __init__(
-        self, store: ImageStore, album_id: int, album: str, image: str, key: str, temp: TempBlob
-    ):
+        self,
+        store: ImageStore,
+        album_id: int,
+        album: str,
+        image: str,
+        key: str,
+        writer: BlobWriter,
+    ) -> None:
         self.album_id = album_id
         self.album = album
         self.image = image
-        self.temp = temp
+        self.writer = writer
         self._store = store
         self._key = key
         self._limit = store.max_upload_bytes
@@ -354,9 +262,9 @@ class Upload:
     def size(self) -> int:
         return self._size
 
-    def write(self, chunk: bytes) -> None:
-        """Take the next bytes. Raises TooLarge or UnsupportedMedia as soon as
-        it can tell, after which the upload is aborted."""
+    async def write(self, chunk: bytes) -> None:
+        """Take the next bytes. Raises TooLarge or UnsupportedMedia as soon as it can
+        tell, after which the upload is aborted."""
         if self._state != "receiving":
             raise StoreError("the upload is closed")
         try:
@@ -368,10 +276,7 @@ class Upload:
                 if len(self._head) >= SNIFF_BYTES:
                     self._content_type = self._sniff()
             self._sha256.update(chunk)
-            try:
-                self.temp.write(chunk)
-            except OSError as err:
-                raise storage_error(err) from err
+            await self.writer.write(chunk)
         except BaseException:
             self.abort()
             raise
@@ -406,48 +311,33 @@ class Upload:
         except BaseException:
             self.abort()
             raise
-        # From here the temporary file belongs to the publishing thread: an abort
-        # (client gone, shutdown) must not pull it away mid-fsync.
+        # From here the blob belongs to the publishing step: an abort (client gone,
+        # shutdown) must not pull it away mid-fsync.
         self._state = "committing"
         try:
-            record = await self._store._publish(self, record)
-        except BaseException:
-            self.temp.discard()
-            raise
+            return await self._store._publish(self, record)
         finally:
             self._state = "done"
             self._store._uploads.discard(self)
-        return record
 
     def abort(self) -> None:
-        """Drop the upload and its temporary file. Safe to call more than once."""
+        """Drop the upload and its unfinished blob. Safe to call more than once."""
         if self._state == "receiving":
             self._state = "aborted"
-            self.temp.discard()
+            self.writer.abort()
             self._store._uploads.discard(self)
 
 
 class ImageReader:
     """An image's record and its bytes, read in bounded chunks."""
 
-    def __init__(self, record: ImageRecord, handle) -> None:
+    def __init__(self, record: ImageRecord, reader: BlobReader) -> None:
         self.record = record
-        self._handle = handle
+        self._reader = reader
 
-    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
-        """The bytes in [start, end), at most READ_CHUNK_BYTES at a time."""
-        position = start
-        while position < end:
-            try:
-                chunk = os.pread(
-                    self._handle.fileno(), min(READ_CHUNK_BYTES, end - position), position
-                )
-            except OSError as err:
-                raise storage_error(err) from err
-            if not chunk:
-                raise StorageUnavailable("the image file is shorter than its catalog record")
-            position += len(chunk)
-            yield chunk
+    def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """The bytes in [start, end)."""
+        return self._reader.chunks(start, end)
 
     def close(self) -> None:
-        self._handle.close()
+        self._reader.close()

@@ -20,7 +20,7 @@ from process import SERVICE, SERVICE_LOGS, Proc, clean_env  # noqa: E402
 
 from handlers import make_app  # noqa: E402
 from handlers.limits import UploadLimits  # noqa: E402
-from store import ImageStore  # noqa: E402
+from store import Backends, open_store  # noqa: E402
 
 
 class _TracebackCatcher(logging.Handler):
@@ -91,7 +91,7 @@ def max_upload_bytes():
 
 @pytest.fixture
 def store(data_dir, max_upload_bytes):
-    image_store = ImageStore(str(data_dir), max_upload_bytes)
+    image_store = open_store(Backends.of(str(data_dir)), max_upload_bytes)
     yield image_store
     image_store.close()
 
@@ -197,6 +197,16 @@ def body_json(response: HTTPResponse):
 @pytest.fixture
 def api(http_client, base_url):
     return Api(http_client, base_url)
+
+
+def blob_files(data_dir) -> list[str]:
+    """The published blobs of the data folder's file blob store, relative to it
+    (its unfinished uploads and its lock aside)."""
+    return [
+        name
+        for name in files_under(data_dir / "blobs")
+        if name != "lock" and not name.startswith("tmp/")
+    ]
 
 
 def files_under(folder) -> list[str]:

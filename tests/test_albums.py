@@ -1,7 +1,7 @@
 """Albums: every endpoint's success body and each error, asserted exactly."""
 
 import pytest
-from conftest import body_json
+from conftest import blob_files, body_json
 
 
 @pytest.mark.gen_test
@@ -95,16 +95,15 @@ async def test_an_oversized_json_body_is_413(api):
 
 @pytest.mark.gen_test
 async def test_deleting_an_album_deletes_its_images_and_their_files(api, data_dir):
-    from conftest import files_under
     from images import png
 
     await api.create_album("pets")
     for index in range(3):
         assert (await api.upload("pets", f"{index}.png", png(padding=index))).code == 200
-    assert len(files_under(data_dir / "blobs")) == 3
+    assert len(blob_files(data_dir)) == 3
     response = await api.request("DELETE", "/albums/pets")
     assert response.code == 200
-    assert files_under(data_dir / "blobs") == []
+    assert blob_files(data_dir) == []
     await api.create_album("pets")
     assert body_json(await api.list_images("pets")) == {"imageList": []}
 

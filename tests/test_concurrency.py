@@ -7,7 +7,7 @@ import os
 import random
 
 import pytest
-from conftest import Api, body_json, files_under
+from conftest import Api, blob_files, body_json, files_under
 from images import JPEG, png
 from tornado.httpclient import AsyncHTTPClient
 
@@ -45,7 +45,7 @@ def blob_hashes(data_dir) -> list[str]:
 
 
 def temp_files(data_dir) -> list[str]:
-    return os.listdir(data_dir / "tmp")
+    return os.listdir(data_dir / "blobs" / "tmp")
 
 
 async def upload(api: Api, album: str, name: str, data: bytes, multipart: bool):
@@ -178,7 +178,7 @@ async def test_uploads_racing_for_one_name_have_exactly_one_winner(wide_api, dat
         response = await api.download("pets", name)
         assert response.code == 200 and response.body == contents[winner]
     assert await listed(api, "pets") == [f"same{r}.png" for r in range(4)]
-    assert len(files_under(data_dir / "blobs")) == 4
+    assert len(blob_files(data_dir)) == 4
     assert temp_files(data_dir) == []
 
 
@@ -227,7 +227,7 @@ async def test_album_renames_onto_one_target_have_exactly_one_winner(wide_api, d
     albums = body_json(await api.request("GET", "/albums"))["albumList"]
     assert albums == sorted([a for i, a in enumerate(sources) if i != winner] + ["target"])
     assert (await api.download("target", "x.png")).body == image_bytes(winner, 1000)
-    assert len(files_under(data_dir / "blobs")) == 8
+    assert len(blob_files(data_dir)) == 8
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -249,7 +249,7 @@ async def test_an_upload_and_a_rename_racing_for_one_name_have_one_winner(wide_a
         names = await listed(api, "pets")
         assert target in names and (source in names) == (upload_response.code == 200)
     assert temp_files(data_dir) == []
-    assert len(files_under(data_dir / "blobs")) == len(await listed(api, "pets"))
+    assert len(blob_files(data_dir)) == len(await listed(api, "pets"))
 
 
 # --- album deletes while uploads run into it ------------------------------------------
@@ -300,7 +300,7 @@ async def test_album_deletes_during_uploads_leave_no_orphans(wide_api, data_dir,
     response = await api.list_images("pets")
     assert response.code == 404
     assert body_json(await api.request("GET", "/albums")) == {"albumList": []}
-    assert files_under(data_dir / "blobs") == []
+    assert blob_files(data_dir) == []
     assert temp_files(data_dir) == []
 
 
@@ -365,5 +365,5 @@ async def test_image_deletes_racing_with_downloads_and_each_other(wide_api, data
             name = response.request.url.rsplit("/", 1)[1]
             assert response.body == images[name]
     assert await listed(api, "pets") == []
-    assert files_under(data_dir / "blobs") == []
+    assert blob_files(data_dir) == []
     assert temp_files(data_dir) == []

@@ -178,16 +178,19 @@ def json_request(port, method, path, payload):
 
 
 def tmp_files(data) -> list[str]:
-    folder = data / "tmp"
+    folder = data / "blobs" / "tmp"
     return sorted(os.listdir(folder)) if folder.exists() else []
 
 
 def blob_files(data) -> dict[str, str]:
-    """{file name: path relative to blobs/} of every file under blobs/."""
+    """{file name: path relative to blobs/} of every published blob under blobs/
+    (its tmp/ of unfinished uploads and its lock aside)."""
     found = {}
-    for dirpath, _dirs, files in os.walk(data / "blobs"):
+    for dirpath, dirs, files in os.walk(data / "blobs"):
+        dirs[:] = [name for name in dirs if name != "tmp"]
         for name in files:
-            found[name] = os.path.relpath(os.path.join(dirpath, name), data / "blobs")
+            if name != "lock":
+                found[name] = os.path.relpath(os.path.join(dirpath, name), data / "blobs")
     return found
 
 
@@ -221,12 +224,31 @@ def check_disk(data) -> int:
     for key, rel in files.items():
         assert rel == os.path.join(key[0:2], key[2:4], key), f"blob outside its shard: {rel}"
     keys = catalog_keys(data / "catalog.sqlite3")
-    assert len(keys) == len(set(keys))
     missing = sorted(set(keys) - set(files))
     unknown = sorted(set(files) - set(keys))
     assert not missing, f"catalog blob keys without a file: {missing}"
     assert not unknown, f"blob files unknown to the catalog: {unknown}"
-    return len(keys)
+    check_blob_references(data / "catalog.sqlite3")
+    return len(set(keys))
+
+
+def check_blob_references(db_path) -> None:
+    """Identical bytes are stored once: one blob row per sha256, whose count is the
+    number of images pointing at it, and no image without its blob row."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        counted = dict(conn.execute("SELECT blob_key, count(*) FROM images GROUP BY blob_key"))
+        recorded = dict(conn.execute("SELECT key, refs FROM blobs"))
+        assert counted == recorded, "blob reference counts differ from the images"
+        shas = conn.execute("SELECT count(DISTINCT sha256), count(*) FROM blobs").fetchone()
+        assert shas[0] == shas[1], "two blobs hold the same bytes"
+        mixed = conn.execute(
+            "SELECT count(*) FROM images i JOIN blobs b ON b.key = i.blob_key "
+            "WHERE b.sha256 != i.sha256"
+        ).fetchone()[0]
+        assert mixed == 0, "an image points at a blob of other bytes"
+    finally:
+        conn.close()
 
 
 def observe(port) -> dict[str, dict[str, tuple[str, int]]]:
@@ -459,7 +481,7 @@ def wait_for_large_partial_upload(data, at_least: int, timeout: float) -> bool:
     while time.monotonic() < deadline:
         for name in tmp_files(data):
             try:
-                if os.stat(data / "tmp" / name).st_size >= at_least:
+                if os.stat(data / "blobs" / "tmp" / name).st_size >= at_least:
                     return True
             except FileNotFoundError:
                 pass
@@ -555,7 +577,9 @@ def test_kill_9_under_a_mixed_workload_loses_nothing_committed(service, tmp_path
 
         blob_count = check_disk(data)
         state = observe(service.port)
-        assert blob_count == sum(len(images) for images in state.values())
+        # One blob per distinct content: identical bytes are stored once.
+        contents = {sha for images in state.values() for sha, _size in images.values()}
+        assert blob_count == len(contents)
         owners = {f"w{w.wid}-" for w in workers}
         strangers = [a for a in state if not any(a.startswith(prefix) for prefix in owners)]
         assert not strangers, f"albums nobody created: {strangers}"
@@ -657,8 +681,8 @@ def test_start_up_sweeps_what_a_crash_leaves_and_keeps_the_rest(service):
     orphan_key = "ab" * 16
     (data / "blobs" / "ab" / "ab").mkdir(parents=True, exist_ok=True)
     (data / "blobs" / "ab" / "ab" / orphan_key).write_bytes(png(padding=77))
-    (data / "tmp" / ("cd" * 16 + ".part")).write_bytes(b"\x89PNG half")
-    (data / "tmp" / ("ef" * 16 + ".part")).write_bytes(b"")
+    (data / "blobs" / "tmp" / ("cd" * 16 + ".part")).write_bytes(b"\x89PNG half")
+    (data / "blobs" / "tmp" / ("ef" * 16 + ".part")).write_bytes(b"")
 
     service.start()
     assert f"{SWEEP_WARNING} 2 unfinished upload(s) and 1 orphan blob(s)" in service.log()

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 
 import pytest
+from conftest import blob_files
 from images import png
 from process import create_album, path_of, request, serve
 from wire import Wire, chunk, request_bytes
@@ -80,11 +81,11 @@ def refused_before_the_body(port, method: str, path: str, headers: dict):
 
 
 def blob_hashes(data) -> list[str]:
+    """The SHA-256 of every published blob (unfinished uploads and the lock aside)."""
     hashes = []
-    for folder, _dirs, files in os.walk(data / "blobs"):
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as handle:
-                hashes.append(sha(handle.read()))
+    for name in blob_files(data):
+        with open(data / "blobs" / name, "rb") as handle:
+            hashes.append(sha(handle.read()))
     return sorted(hashes)
 
 
@@ -113,7 +114,7 @@ def assert_intact(port, data, album: str, stored: dict[str, bytes]) -> None:
         status, headers, body = request(port, "GET", path_of(album, "images", name))
         assert status == 200, (name, status)
         assert headers["etag"] == f'"{sha(image)}"' and sha(body) == sha(image), name
-    assert os.listdir(data / "tmp") == []
+    assert os.listdir(data / "blobs" / "tmp") == []
     assert blob_hashes(data) == sorted(sha(image) for image in stored.values())  # no orphan
 
 

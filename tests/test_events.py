@@ -13,7 +13,7 @@ from tornado.iostream import IOStream
 
 from handlers import make_app
 from notify import BrokerSettings, OutboxPublisher
-from store import ImageStore
+from store import Backends, open_store
 
 OUTBOX_LIMIT = 1_000_000
 
@@ -32,7 +32,9 @@ def outbox_limit():
 
 @pytest.fixture
 def store(data_dir, max_upload_bytes, outbox_limit):
-    image_store = ImageStore(str(data_dir), max_upload_bytes, outbox_limit=outbox_limit)
+    image_store = open_store(
+        Backends.of(str(data_dir)), max_upload_bytes, outbox_limit=outbox_limit
+    )
     yield image_store
     image_store.close()
 
@@ -174,7 +176,7 @@ async def test_either_topic_can_be_turned_off_or_renamed(
     sentence_topic = settings.topic or "imagestore/notifier"
     json_listener = Subscriber(broker.port, topic=json_topic)
     sentence_listener = Subscriber(broker.port, topic=sentence_topic, raw=True)
-    store = ImageStore(str(tmp_path / "db"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    store = open_store(Backends.of(str(tmp_path / "db")), 1 << 20, outbox_limit=OUTBOX_LIMIT)
     sender = OutboxPublisher(store, settings)
     sender.start()
     try:
@@ -187,10 +189,12 @@ async def test_either_topic_can_be_turned_off_or_renamed(
             lines = await wait_for_events(sentence_listener, 5)
             assert lines == [f"a{i} album created".encode() for i in range(5)]
         for _ in range(100):
-            if store.events_pending() == 0:
+            if (await store.events_pending()) == 0:
                 break
             await asyncio.sleep(0.05)
-        assert store.events_pending() == 0, "each row forgotten once its messages are acknowledged"
+        assert (await store.events_pending()) == 0, (
+            "each row forgotten once its messages are acknowledged"
+        )
         await asyncio.sleep(0.3)
         assert bool(json_listener.events) == json_expected
         assert bool(sentence_listener.events) == sentences_expected
@@ -326,10 +330,10 @@ async def test_broker_killed_mid_stream_loses_nothing(api, broker, store):
         subscriber.close()
         sentences.close()
     for _ in range(100):
-        if store.events_pending() == 0:
+        if (await store.events_pending()) == 0:
             break
         await asyncio.sleep(0.05)
-    assert store.events_pending() == 0
+    assert (await store.events_pending()) == 0
 
 
 @pytest.fixture
@@ -342,7 +346,7 @@ def late_broker(tmp_path):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_broker_down_at_start_up(tmp_path, late_broker, io_loop):
-    store = ImageStore(str(tmp_path / "db"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    store = open_store(Backends.of(str(tmp_path / "db")), 1 << 20, outbox_limit=OUTBOX_LIMIT)
     sender = OutboxPublisher(store, BrokerSettings(port=late_broker.port, reconnect_max_seconds=1))
     sender.start()
     try:
@@ -350,7 +354,11 @@ async def test_broker_down_at_start_up(tmp_path, late_broker, io_loop):
         for index in range(200):
             await store.create_album(f"a{index}")
         assert time.monotonic() - began < 10
-        assert sender.status() == {"connected": False, "eventsPending": 200, "eventsDropped": 0}
+        assert (await sender.status()) == {
+            "connected": False,
+            "eventsPending": 200,
+            "eventsDropped": 0,
+        }
         late_broker.start()
         subscriber = Subscriber(late_broker.port)
         try:
@@ -367,14 +375,14 @@ async def test_broker_down_at_start_up(tmp_path, late_broker, io_loop):
 async def test_a_full_outbox_drops_the_oldest_and_the_api_keeps_working(
     tmp_path, late_broker, caplog
 ):
-    store = ImageStore(str(tmp_path / "db"), 1 << 20, outbox_limit=5)
+    store = open_store(Backends.of(str(tmp_path / "db")), 1 << 20, outbox_limit=5)
     sender = OutboxPublisher(store, BrokerSettings(port=late_broker.port, reconnect_max_seconds=1))
     sender.start()
     try:
         for index in range(20):
             await store.create_album(f"a{index}")
-        assert store.events_pending() == 5
-        assert store.events_dropped == 15
+        assert (await store.events_pending()) == 5
+        assert (await store.events_dropped()) == 15
         assert "the event outbox is full" in caplog.text
         late_broker.start()
         subscriber = Subscriber(late_broker.port)
@@ -415,7 +423,7 @@ async def test_healthz_reports_the_broker_and_the_backlog(api, broker, subscribe
 
 @pytest.mark.gen_test(timeout=30)
 async def test_mqtt_5_works_too(tmp_path, broker):
-    store = ImageStore(str(tmp_path / "db5"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    store = open_store(Backends.of(str(tmp_path / "db5")), 1 << 20, outbox_limit=OUTBOX_LIMIT)
     sender = OutboxPublisher(store, BrokerSettings(port=broker.port, protocol="5"))
     sender.start()
     subscriber = Subscriber(broker.port)
@@ -424,10 +432,10 @@ async def test_mqtt_5_works_too(tmp_path, broker):
         events = await wait_for_events(subscriber, 1)
         assert events[0]["message"] == "five album created"
         for _ in range(100):
-            if store.events_pending() == 0:
+            if (await store.events_pending()) == 0:
                 break
             await asyncio.sleep(0.05)
-        assert store.events_pending() == 0, "acknowledged (PUBACK) and forgotten"
+        assert (await store.events_pending()) == 0, "acknowledged (PUBACK) and forgotten"
     finally:
         subscriber.close()
         sender.close()
@@ -438,9 +446,11 @@ async def test_mqtt_5_works_too(tmp_path, broker):
 async def test_tls_to_the_broker_with_a_ca_file(tmp_path, caplog):
     ca, cert, key = make_certificates(tmp_path / "certs")
     tls_broker = Broker(tmp_path / "tls-broker", tls=(ca, cert, key)).start()
-    store = ImageStore(str(tmp_path / "db-tls"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    store = open_store(Backends.of(str(tmp_path / "db-tls")), 1 << 20, outbox_limit=OUTBOX_LIMIT)
     sender = OutboxPublisher(store, BrokerSettings(port=tls_broker.port, tls=True, ca_file=ca))
-    untrusting = ImageStore(str(tmp_path / "db-untrusting"), 1 << 20, outbox_limit=OUTBOX_LIMIT)
+    untrusting = open_store(
+        Backends.of(str(tmp_path / "db-untrusting")), 1 << 20, outbox_limit=OUTBOX_LIMIT
+    )
     # Without our CA, the system's CAs do not vouch for the broker: no connection.
     refused = OutboxPublisher(untrusting, BrokerSettings(port=tls_broker.port, tls=True))
     sender.start()
@@ -448,14 +458,18 @@ async def test_tls_to_the_broker_with_a_ca_file(tmp_path, caplog):
     try:
         await store.create_album("secure")
         for _ in range(200):
-            if sender.status()["connected"] and store.events_pending() == 0:
+            if (await sender.status())["connected"] and (await store.events_pending()) == 0:
                 break
             await asyncio.sleep(0.05)
-        assert sender.status() == {"connected": True, "eventsPending": 0, "eventsDropped": 0}
+        assert (await sender.status()) == {
+            "connected": True,
+            "eventsPending": 0,
+            "eventsDropped": 0,
+        }
         await untrusting.create_album("never-sent")
         await asyncio.sleep(1.0)
-        assert refused.status()["connected"] is False
-        assert untrusting.events_pending() == 1
+        assert (await refused.status())["connected"] is False
+        assert (await untrusting.events_pending()) == 1
     finally:
         sender.close()
         refused.close()

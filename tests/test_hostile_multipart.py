@@ -100,15 +100,21 @@ def post(service: Service, content_type: bytes | str, body: bytes, extra=()) -> 
 
 
 BLOB = re.compile(r"blobs/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}")
-DATA_FILES = {"catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm", "lock"}
+DATA_FILES = {
+    "catalog.sqlite3",
+    "catalog.sqlite3-wal",
+    "catalog.sqlite3-shm",
+    "catalog.sqlite3.lock",
+    "blobs/lock",
+}
 
 
 def assert_tidy(service: Service) -> None:
     """Nothing left in tmp/, and no file anywhere but where the store puts its own."""
     deadline = time.monotonic() + 2
-    while os.listdir(service.data / "tmp") and time.monotonic() < deadline:
+    while os.listdir(service.data / "blobs" / "tmp") and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert os.listdir(service.data / "tmp") == []
+    assert os.listdir(service.data / "blobs" / "tmp") == []
     for folder, _dirs, files in os.walk(service.root):
         for name in files:
             rel = os.path.relpath(os.path.join(folder, name), service.root)

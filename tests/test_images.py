@@ -9,7 +9,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import body_json, files_under
+from conftest import blob_files, body_json, files_under
 from images import ACCEPTED, NOT_IMAGES, png
 
 LIMIT = 64 * 1024
@@ -76,11 +76,11 @@ async def upload(
 
 
 def blobs(data_dir) -> list[str]:
-    return files_under(data_dir / "blobs")
+    return blob_files(data_dir)
 
 
 def temps(data_dir) -> list[str]:
-    return files_under(data_dir / "tmp")
+    return files_under(data_dir / "blobs" / "tmp")
 
 
 def blob_bytes(data_dir) -> list[bytes]:

@@ -25,7 +25,7 @@ def serve_with(run, data, *flags: str, workers: int | None = None):
 
 
 def temp_files(data) -> list[str]:
-    return os.listdir(data / "tmp")
+    return os.listdir(data / "blobs" / "tmp")
 
 
 def wait_until(condition, timeout: float, message: str) -> None:

@@ -8,7 +8,7 @@ import unicodedata
 from urllib.parse import quote
 
 import pytest
-from conftest import body_json, files_under, multipart_body
+from conftest import blob_files, body_json, multipart_body
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from images import JPEG, png
@@ -19,7 +19,7 @@ from store.names import MAX_NAME_BYTES, validate_name
 # --- helpers --------------------------------------------------------------------------
 
 CATALOG_FILES = {"catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"}
-DATA_DIR_ENTRIES = CATALOG_FILES | {"blobs", "tmp", "lock"}
+DATA_DIR_ENTRIES = CATALOG_FILES | {"blobs", "catalog.sqlite3.lock"}
 
 
 def q(name: str) -> str:
@@ -28,13 +28,16 @@ def q(name: str) -> str:
 
 
 def assert_data_dir_clean(data_dir, blob_count: int | None = None) -> None:
-    """The data folder holds only the catalog, blobs/, tmp/ and lock; blobs are
-    store-named files two shard levels down; tmp/ is empty."""
+    """The data folder holds only the catalog and blobs/; blobs are store-named files
+    two shard levels down; blobs/tmp/ is empty."""
     entries = set(os.listdir(data_dir))
     assert entries <= DATA_DIR_ENTRIES, entries - DATA_DIR_ENTRIES
-    assert {"blobs", "tmp", "lock", "catalog.sqlite3"} <= entries
-    assert os.listdir(data_dir / "tmp") == []
-    blobs = files_under(data_dir / "blobs")
+    assert {"blobs", "catalog.sqlite3"} <= entries
+    assert set(os.listdir(data_dir / "blobs")) - {"tmp", "lock"} <= {
+        f"{a}{b}" for a in "0123456789abcdef" for b in "0123456789abcdef"
+    }
+    assert os.listdir(data_dir / "blobs" / "tmp") == []
+    blobs = blob_files(data_dir)
     for blob in blobs:
         parts = blob.split(os.sep)
         assert len(parts) == 3, blob

@@ -14,7 +14,7 @@ import socket
 import time
 
 import pytest
-from conftest import multipart_body
+from conftest import blob_files, multipart_body
 from images import png
 from process import (
     create_album,
@@ -70,7 +70,7 @@ def wait_for_partial_file(data_dir, timeout: float = 10.0) -> None:
     """Wait until the service has started writing an upload under tmp/."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for entry in os.scandir(data_dir / "tmp"):
+        for entry in os.scandir(data_dir / "blobs" / "tmp"):
             if entry.stat().st_size > 0:
                 return
         time.sleep(0.01)
@@ -153,7 +153,7 @@ def test_environment_configures_port_data_and_upload_limit(run, tmp_path):
     assert status == 413, body
     status, _, body = request(port, "GET", path_of("pets", "images"))
     assert json.loads(body) == {"imageList": ["edge.png"]}
-    assert os.listdir(data / "tmp") == []
+    assert os.listdir(data / "blobs" / "tmp") == []
 
 
 def test_flags_win_over_environment(run, tmp_path):
@@ -203,7 +203,7 @@ def test_without_data_setting_it_creates_image_db_in_the_working_folder(run, tmp
     create_album(port, "pets")
     status, _, body = request(port, "PUT", path_of("pets", "images", "a.png"), png())
     assert status == 200, body
-    assert len([f for _, _, files in os.walk(cwd / "image-db" / "blobs") for f in files]) == 1
+    assert len(blob_files(cwd / "image-db")) == 1
 
 
 def test_hostip_is_advertised_in_the_start_up_line(run, tmp_path):
@@ -341,7 +341,7 @@ def test_a_signal_stops_accepting_and_lets_the_upload_in_flight_finish(run, tmp_
     log = proc.log()
     assert log.rstrip().splitlines()[-1].endswith("stopped"), log
     assert "still running after the grace period" not in log
-    assert os.listdir(data / "tmp") == []
+    assert os.listdir(data / "blobs" / "tmp") == []
 
     # what was answered 200 during the shutdown is really stored
     again, port = serve_data(run, data)
@@ -373,7 +373,7 @@ def test_an_upload_stalled_past_the_grace_period_is_cut_and_leaves_nothing(run, 
     log = proc.log()
     assert "1 request(s) still running after the grace period" in log, log
     assert log.rstrip().splitlines()[-1].endswith("stopped"), log
-    assert os.listdir(data / "tmp") == [], "the cut upload left its partial file"
+    assert os.listdir(data / "blobs" / "tmp") == [], "the cut upload left its partial file"
 
     again, port = serve_data(run, data)
     assert "start-up sweep removed" not in again.log()

@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from conftest import body_json, files_under
+from conftest import blob_files, body_json
 from images import png
 from tornado.iostream import IOStream
 from tornado.tcpclient import TCPClient
@@ -38,7 +38,7 @@ async def eventually(predicate, timeout: float = 10.0, what: str = "condition"):
 
 
 def temp_files(data_dir) -> list[str]:
-    tmp = data_dir / "tmp"
+    tmp = data_dir / "blobs" / "tmp"
     return sorted(os.path.join(tmp, name) for name in os.listdir(tmp))
 
 
@@ -120,7 +120,7 @@ async def image_names(api, album: str) -> list[str]:
 async def assert_nothing_left(api, data_dir, album: str = "pets") -> None:
     """After an abandoned upload: no temp file (bounded wait), no blob, no catalog row."""
     await eventually(lambda: temp_files(data_dir) == [], what="the temporary file to go")
-    assert files_under(data_dir / "blobs") == []
+    assert blob_files(data_dir) == []
     assert await image_names(api, album) == []
 
 
@@ -198,7 +198,7 @@ async def test_an_upload_streams_into_a_temp_file_and_vanishes_on_close(
     # not visible while it is arriving; the server keeps answering meanwhile
     assert await image_names(api, "pets") == []
     assert (await api.download("pets", "big.png")).code == 404
-    assert files_under(data_dir / "blobs") == []
+    assert blob_files(data_dir) == []
 
     # more bytes: the same temp file grows by exactly them
     await upload.send_image_bytes(filler(3 * MiB + 12345))
@@ -271,7 +271,7 @@ async def test_a_streamed_upload_completes_over_a_slow_connection(api, data_dir,
     assert headers["content-type"].startswith("application/json")
     assert body_json_bytes(body) == {"message": "slow.png image added to album pets"}
     assert temp_files(data_dir) == []
-    assert len(files_under(data_dir / "blobs")) == 1
+    assert len(blob_files(data_dir)) == 1
     response = await api.download("pets", "slow.png")
     assert response.code == 200 and response.body == image
 
@@ -306,7 +306,7 @@ async def test_a_client_that_disconnects_mid_upload_leaves_nothing(
     assert await image_names(api, "pets") == ["cat.png"]
     assert (await api.download("pets", "cat.png")).body == image
     assert temp_files(data_dir) == []
-    assert len(files_under(data_dir / "blobs")) == 1
+    assert len(blob_files(data_dir)) == 1
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -384,7 +384,7 @@ async def test_an_album_deleted_mid_upload_gets_404_and_keeps_nothing(
     assert status == 404, body
     assert body_json_bytes(body) == {"error": "album pets does not exist"}
     assert temp_files(data_dir) == []
-    assert files_under(data_dir / "blobs") == []
+    assert blob_files(data_dir) == []
     assert body_json(await api.request("GET", "/albums")) == {"albumList": []}
 
 
@@ -416,7 +416,7 @@ async def test_an_album_deleted_before_the_file_part_arrives_gets_404(api, data_
     assert status == 404, body
     assert body_json_bytes(body) == {"error": "album pets does not exist"}
     await eventually(lambda: temp_files(data_dir) == [], what="no temporary file")
-    assert files_under(data_dir / "blobs") == []
+    assert blob_files(data_dir) == []
     assert body_json(await api.request("GET", "/albums")) == {"albumList": []}
 
 

@@ -1,0 +1,137 @@
+"""Backends chosen by URL: ``IMAGESTORE_CATALOG`` and ``IMAGESTORE_BLOBS``.
+
+  sqlite:///var/lib/imagestore/catalog.sqlite3   (or sqlite:relative/path)
+  file:///var/lib/imagestore/blobs               (or file:relative/path)
+
+As in file URLs, three slashes name an absolute path. Both default to the data folder
+(``IMAGESTORE_DATA``): ``<data>/catalog.sqlite3`` and ``<data>/blobs``.
+"""
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from store.file_blobs import FileBlobStore, FolderLock, remove_unfinished_uploads
+from store.ports import BlobStore, Catalog
+from store.sqlite_catalog import CatalogLock, SqliteCatalog
+from store.store import ImageStore
+
+log = logging.getLogger("imagestore.store")
+
+CATALOG_SCHEMES = ("sqlite",)
+BLOB_SCHEMES = ("file",)
+
+
+class UnknownBackend(ValueError):
+    """A URL whose scheme no adapter serves; the sentence lists the known ones."""
+
+
+@dataclass(frozen=True)
+class Backends:
+    catalog_url: str
+    blobs_url: str
+
+    @classmethod
+    def of(cls, data: str, catalog_url: str = "", blobs_url: str = "") -> "Backends":
+        """The URLs as set, else in the data folder."""
+        folder = os.path.abspath(data)
+        return cls(
+            catalog_url or "sqlite://" + os.path.join(folder, "catalog.sqlite3"),
+            blobs_url or "file://" + os.path.join(folder, "blobs"),
+        )
+
+    def describe(self) -> str:
+        return f"catalog {self.catalog_url}, blobs {self.blobs_url}"
+
+
+def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
+    """``url`` if an adapter serves its scheme; UnknownBackend otherwise."""
+    scheme = urlsplit(url).scheme
+    if scheme not in schemes:
+        known = ", ".join(f"{name}://" for name in schemes)
+        raise UnknownBackend(f"{url!r} is not a {what} URL: the known kinds are {known}")
+    return url
+
+
+def local_path(url: str) -> str:
+    """The path a sqlite: or file: URL names (three slashes: absolute)."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise UnknownBackend(
+            f"{url!r} names another host: give a local path ({parts.scheme}:///path)"
+        )
+    return os.path.abspath(unquote(parts.path))
+
+
+def open_catalog(url: str, outbox_limit: int | None) -> Catalog:
+    check_url(url, CATALOG_SCHEMES, "catalog")
+    return SqliteCatalog(local_path(url), outbox_limit)
+
+
+def open_blobs(url: str) -> BlobStore:
+    check_url(url, BLOB_SCHEMES, "blob store")
+    return FileBlobStore(local_path(url))
+
+
+def open_store(
+    backends: Backends,
+    max_upload_bytes: int,
+    outbox_limit: int | None = None,
+    min_free_bytes: int = 0,
+) -> ImageStore:
+    catalog = open_catalog(backends.catalog_url, outbox_limit)
+    try:
+        blobs = open_blobs(backends.blobs_url)
+    except BaseException:
+        catalog.close()
+        raise
+    return ImageStore(catalog, blobs, max_upload_bytes, min_free_bytes)
+
+
+class Claim:
+    """What one service instance holds while it serves: the locks of its local
+    backends (taken once, before the workers fork; they inherit them). Claiming
+    brings the catalog's schema up to date and sweeps what a crash left behind."""
+
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self._locks: list[CatalogLock | FolderLock] = []
+        self._blob_folder: str | None = None
+        try:
+            if urlsplit(backends.catalog_url).scheme == "sqlite":
+                self._locks.append(CatalogLock(local_path(backends.catalog_url)))
+            if urlsplit(backends.blobs_url).scheme == "file":
+                self._blob_folder = local_path(backends.blobs_url)
+                self._locks.append(FolderLock(self._blob_folder))
+            store = open_store(backends, max_upload_bytes=0)
+            try:
+                unfinished, orphans = asyncio.run(store.sweep())
+            finally:
+                store.close()
+        except BaseException:
+            self.release()
+            raise
+        if unfinished or orphans:
+            log.warning(
+                "start-up sweep removed %d unfinished upload(s) and %d orphan blob(s)",
+                unfinished,
+                orphans,
+            )
+
+    def remove_leftovers_of(self, pid: int) -> int:
+        """A worker process died: remove its unfinished uploads now, not at the next
+        start-up. Returns how many there were."""
+        if self._blob_folder is None:
+            return 0
+        try:
+            return remove_unfinished_uploads(self._blob_folder, pid)
+        except OSError as err:
+            log.warning("could not remove the unfinished uploads of process %d: %s", pid, err)
+            return 0
+
+    def release(self) -> None:
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
