@@ -21,7 +21,7 @@ from handlers import api_server_url, make_app
 from handlers.access import AccessPolicy
 from handlers.limits import UploadLimits
 from memory import start_memory_release
-from notify import BrokerSettings, NotifierState, OutboxPublisher
+from notify import NotifierState, OutboxPublisher
 from notify.watch import watch
 from onefile import follow_the_bootloader, signal_on_parent_death
 from settings import VERSION, Settings, parse_settings, parse_watch_settings, unknown_variables
@@ -37,21 +37,6 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0
 
 
-def broker_settings(settings: Settings) -> BrokerSettings:
-    return BrokerSettings(
-        host=settings.broker_host,
-        port=settings.mqtt_port,
-        topic=settings.mqtt_topic,
-        events_topic=settings.mqtt_events_topic,
-        username=settings.mqtt_username,
-        password=settings.mqtt_password,
-        tls=settings.mqtt_tls,
-        ca_file=settings.mqtt_ca_file,
-        client_id=settings.mqtt_client_id,
-        protocol=settings.mqtt_protocol,
-    )
-
-
 async def serve(
     settings: Settings,
     sockets: list[socket.socket],
@@ -65,7 +50,7 @@ async def serve(
         store = open_store(
             settings.backends,
             settings.max_upload_bytes,
-            outbox_limit=settings.outbox_limit if settings.mqtt else None,
+            outbox_limit=settings.outbox_limit if settings.mqtt.enabled else None,
             min_free_bytes=settings.min_free_bytes,
         )
     except StoreError as err:
@@ -73,14 +58,14 @@ async def serve(
         return 1
     limits.slots.serve_as(worker)
     publisher = None
-    if settings.mqtt and worker == 0:
-        publisher = OutboxPublisher(store, broker_settings(settings), state)
+    if settings.mqtt.enabled and worker == 0:
+        publisher = OutboxPublisher(store, settings.broker, state)
         publisher.start()
-    elif not settings.mqtt and worker == 0:
+    elif not settings.mqtt.enabled and worker == 0:
         log.info("MQTT notifications are off (IMAGESTORE_MQTT=off): no events are recorded")
     app = make_app(
         store,
-        notifier_status=(lambda: state.status(store)) if settings.mqtt else None,
+        notifier_status=(lambda: state.status(store)) if settings.mqtt.enabled else None,
         docs=not settings.prod_mode,
         server_url=api_server_url(settings.host_ip, settings.port),
         access=AccessPolicy(
@@ -311,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_watch_settings(argv[1:], os.environ)
         for warning in unknown_variables(os.environ):  # no logging here: plain stderr
             print(f"imagestore watch: {warning}", file=sys.stderr)
-        return watch(broker_settings(settings))
+        return watch(settings.broker)
     settings = parse_settings(argv, os.environ)
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -6,6 +6,7 @@ service at start (exit status 2) with that sentence, never a Python error.
 """
 
 import argparse
+import dataclasses
 import difflib
 import ipaddress
 import os
@@ -184,6 +185,32 @@ def _blobs_url(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class BrokerSettings:
+    """The MQTT notifier's settings (IMAGESTORE_MQTT and IMAGESTORE_MQTT_*)."""
+
+    enabled: bool = True
+    host: str = ""
+    port: int = 1883
+    # The Go service's plain sentences; "" publishes none.
+    topic: str = "imagestore/notifier"
+    # The JSON events, with their ids; "" publishes none.
+    events_topic: str = "imagestore/events"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: bool = False
+    ca_file: str = ""
+    client_id: str = ""
+    protocol: str = "3.1.1"
+    # Messages handed to paho before their PUBACKs (mosquitto queues 1000 per client).
+    window: int = 64
+    reconnect_max_seconds: int = 30
+
+    @property
+    def address(self) -> str:
+        return self.host or "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Settings:
     port: int = 3333
     address: str = ""
@@ -194,17 +221,7 @@ class Settings:
     host_ip: str = ""
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
-    mqtt: bool = True
-    mqtt_host: str = ""
-    mqtt_port: int = 1883
-    mqtt_topic: str = "imagestore/notifier"
-    mqtt_events_topic: str = "imagestore/events"
-    mqtt_username: str = ""
-    mqtt_password: str = field(default="", repr=False)
-    mqtt_tls: bool = False
-    mqtt_ca_file: str = ""
-    mqtt_client_id: str = ""
-    mqtt_protocol: str = "3.1.1"
+    mqtt: "BrokerSettings" = field(default_factory=lambda: BrokerSettings())
     outbox_limit: int = 1_000_000
     memory_release_seconds: float = 60.0
     prod_mode: bool = False
@@ -224,9 +241,10 @@ class Settings:
     list_cache_bytes: int = 64 * 1024**2
 
     @property
-    def broker_host(self) -> str:
-        """The broker's address: as set, else $HOSTIP (as the Go original), else loopback."""
-        return self.mqtt_host or self.host_ip or "127.0.0.1"
+    def broker(self) -> "BrokerSettings":
+        """The MQTT settings, with the broker's address as set, else $HOSTIP (as the Go
+        original), else loopback."""
+        return dataclasses.replace(self.mqtt, host=self.mqtt.host or self.host_ip)
 
     @property
     def backends(self) -> Backends:
@@ -480,7 +498,7 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
     )
     parser.add_argument("--version", action="version", version=f"imagestore {VERSION}")
     settings = _parse(parser, argv, environ, lambda name: True)
-    if settings.mqtt and not (settings.mqtt_topic or settings.mqtt_events_topic):
+    if settings.mqtt.enabled and not (settings.mqtt.topic or settings.mqtt.events_topic):
         parser.error(
             "IMAGESTORE_MQTT_TOPIC and IMAGESTORE_MQTT_EVENTS_TOPIC are both empty, so "
             "nothing would be published: set IMAGESTORE_MQTT=off (--no-mqtt) instead"
@@ -500,7 +518,7 @@ def parse_watch_settings(argv: list[str] | None, environ: Mapping[str, str]) -> 
         epilog="Every flag can also be set by the environment variable shown in brackets.",
     )
     settings = _parse(parser, argv, environ, lambda name: name in _WATCH)
-    if not (settings.mqtt_topic or settings.mqtt_events_topic):
+    if not (settings.mqtt.topic or settings.mqtt.events_topic):
         parser.error(
             "IMAGESTORE_MQTT_TOPIC and IMAGESTORE_MQTT_EVENTS_TOPIC are both empty, so "
             "there is nothing to watch: give either"
@@ -520,7 +538,7 @@ def _parse(
         name = flag[2:].replace("-", "_")
         if not wanted(name):
             continue
-        values[name] = getattr(defaults, name)
+        values[name] = _default(defaults, name)
         if env in environ:
             try:
                 values[name] = kind(environ[env])
@@ -530,7 +548,7 @@ def _parse(
                 parser.error(
                     f"{env}={said}" if said.startswith(value) else f"{env}={value}: {said}"
                 )
-        help_text = f"{help_text} [{env}; default: {shown(getattr(defaults, name), kind)}]"
+        help_text = f"{help_text} [{env}; default: {shown(_default(defaults, name), kind)}]"
         if flag in _SWITCHES:
             parser.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
@@ -549,7 +567,31 @@ def _parse(
     argv = sys.argv[1:] if argv is None else argv
     _refuse_switch_values(parser, argv)
     args = parser.parse_args(argv)
-    return Settings(**{name: getattr(args, name) for name in values})
+    return _nested({name: getattr(args, name) for name in values})
+
+
+# The flags of the nested MQTT settings: --mqtt is mqtt.enabled, --mqtt-port mqtt.port...
+def _nested_name(name: str) -> tuple[str, str] | None:
+    if name == "mqtt":
+        return "mqtt", "enabled"
+    return ("mqtt", name[len("mqtt_") :]) if name.startswith("mqtt_") else None
+
+
+def _default(defaults: Settings, name: str) -> Any:
+    nested = _nested_name(name)
+    return getattr(getattr(defaults, nested[0]), nested[1]) if nested else getattr(defaults, name)
+
+
+def _nested(values: dict[str, Any]) -> Settings:
+    top: dict[str, Any] = {}
+    broker: dict[str, Any] = {}
+    for name, value in values.items():
+        nested = _nested_name(name)
+        if nested:
+            broker[nested[1]] = value
+        else:
+            top[name] = value
+    return Settings(**top, mqtt=BrokerSettings(**broker))
 
 
 def _refuse_switch_values(parser: _Parser, argv: list[str]) -> None:

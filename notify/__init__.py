@@ -1,5 +1,5 @@
 """The notifier: owns the MQTT broker connection and drains the store's event outbox."""
 
-from notify.publisher import BrokerSettings, NotifierState, OutboxPublisher
+from notify.publisher import NotifierState, OutboxPublisher
 
-__all__ = ["BrokerSettings", "NotifierState", "OutboxPublisher"]
+__all__ = ["NotifierState", "OutboxPublisher"]

@@ -12,34 +12,16 @@ import multiprocessing
 import ssl
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from settings import BrokerSettings
 from store import ImageStore, StoreError
 
 log = logging.getLogger("imagestore.notify")
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    # The Go service's plain sentences; "" publishes none.
-    topic: str = "imagestore/notifier"
-    # The JSON events, with their ids; "" publishes none.
-    events_topic: str = "imagestore/events"
-    username: str = ""
-    password: str = ""
-    tls: bool = False
-    ca_file: str = ""
-    client_id: str = ""
-    protocol: str = "3.1.1"
-    window: int = 64
-    reconnect_max_seconds: int = 30
 
 
 def make_client(settings: BrokerSettings, client_id: str) -> mqtt.Client:
@@ -133,14 +115,14 @@ class OutboxPublisher:
         self._poll.start()
         log.info(
             "publishing events to mqtt://%s:%d: %s",
-            self._settings.host,
+            self._settings.address,
             self._settings.port,
             ", ".join(
                 f"{'sentences' if form == 'sentence' else 'JSON events'} on {topic}"
                 for topic, form in self._topics
             ),
         )
-        self._client.connect_async(self._settings.host, self._settings.port, keepalive=30)
+        self._client.connect_async(self._settings.address, self._settings.port, keepalive=30)
         self._client.loop_start()
 
     async def stop(self, timeout: float) -> None:
@@ -208,7 +190,9 @@ class OutboxPublisher:
             return
         self.connected = True
         self._failing_since = None
-        log.info("connected to the MQTT broker at %s:%d", self._settings.host, self._settings.port)
+        log.info(
+            "connected to the MQTT broker at %s:%d", self._settings.address, self._settings.port
+        )
         self._pump()
 
     def _connect_failed(self, why: str) -> None:
@@ -217,7 +201,7 @@ class OutboxPublisher:
             self._failing_since = time.monotonic()
             log.error(
                 "MQTT broker %s:%d: %s; events wait in the outbox, retrying with backoff",
-                self._settings.host,
+                self._settings.address,
                 self._settings.port,
                 why,
             )

@@ -11,7 +11,8 @@ from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 
-from notify.publisher import BrokerSettings, make_client
+from notify.publisher import make_client
+from settings import BrokerSettings
 
 # A person is waiting: retry this often, not with the publisher's backoff up to 30 s.
 RETRY_SECONDS = 3
@@ -20,7 +21,7 @@ RETRY_SECONDS = 3
 def watch(settings: BrokerSettings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Subscribe and print until interrupted (exit status 0)."""
     topic = settings.events_topic or settings.topic
-    where = f"{settings.host}:{settings.port}"
+    where = f"{settings.address}:{settings.port}"
     client = make_client(settings, f"imagestore-watch-{uuid.uuid4().hex[:12]}")
     client.reconnect_delay_set(min_delay=1, max_delay=RETRY_SECONDS)
     # Say each state change once: not one line per reconnection attempt.
@@ -60,7 +61,7 @@ def watch(settings: BrokerSettings, out: TextIO = sys.stdout, err: TextIO = sys.
         # error say why (refused, unknown host, TLS...). The sleep ends on Ctrl-C.
         while True:
             try:
-                client.connect(settings.host, settings.port, keepalive=30)
+                client.connect(settings.address, settings.port, keepalive=30)
                 break
             except OSError as error:
                 why = error.strerror or str(error) or type(error).__name__

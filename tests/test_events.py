@@ -12,7 +12,8 @@ from mqtt import Broker, Subscriber, make_certificates, wait_for_events
 from tornado.iostream import IOStream
 
 from handlers import make_app
-from notify import BrokerSettings, OutboxPublisher
+from notify import OutboxPublisher
+from settings import BrokerSettings
 from store import Backends, open_store
 
 OUTBOX_LIMIT = 1_000_000

@@ -106,8 +106,8 @@ def test_both_topics_empty_is_refused_while_mqtt_is_on(tmp_path):
     result = run_to_end(env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "set IMAGESTORE_MQTT=off (--no-mqtt) instead" in result.stderr
-    assert parse_settings([], {**env, "IMAGESTORE_MQTT": "off"}).mqtt is False
-    assert parse_settings([], {"IMAGESTORE_MQTT_TOPIC": ""}).mqtt_events_topic  # one is enough
+    assert parse_settings([], {**env, "IMAGESTORE_MQTT": "off"}).mqtt.enabled is False
+    assert parse_settings([], {"IMAGESTORE_MQTT_TOPIC": ""}).mqtt.events_topic  # one is enough
     result = run_to_end("watch", env=env, cwd=tmp_path)
     assert result.returncode == 2 and "there is nothing to watch" in result.stderr
 
@@ -126,13 +126,13 @@ def test_converters_take_only_plain_ascii_values():
 
 
 def test_switches_take_no_value_as_flags_and_on_off_as_variables():
-    assert parse_settings(["--no-mqtt"], {}).mqtt is False
-    assert parse_settings(["--mqtt-tls"], {}).mqtt_tls is True
+    assert parse_settings(["--no-mqtt"], {}).mqtt.enabled is False
+    assert parse_settings(["--mqtt-tls"], {}).mqtt.tls is True
     assert (
         parse_settings(["--no-public-read"], {"IMAGESTORE_PUBLIC_READ": "on"}).public_read is False
     )
-    assert parse_settings([], {"IMAGESTORE_MQTT_TLS": "yes"}).mqtt_tls is True
-    assert parse_settings(["--no-mqtt-tls"], {"IMAGESTORE_MQTT_TLS": "yes"}).mqtt_tls is False
+    assert parse_settings([], {"IMAGESTORE_MQTT_TLS": "yes"}).mqtt.tls is True
+    assert parse_settings(["--no-mqtt-tls"], {"IMAGESTORE_MQTT_TLS": "yes"}).mqtt.tls is False
     assert parse_settings([], {"PRODMODE": ""}).prod_mode is True
     assert parse_settings(["--prod-mode"], {}).prod_mode is True
     assert parse_settings([], {}).prod_mode is False
@@ -157,9 +157,9 @@ def test_new_settings_parse():
     assert settings.max_uploads_per_client == 3
     assert settings.send_timeout_seconds == 2.5
     assert settings.list_cache_bytes == 1024**2
-    assert settings.mqtt_events_topic == "" and settings.mqtt_topic == "imagestore/notifier"
+    assert settings.mqtt.events_topic == "" and settings.mqtt.topic == "imagestore/notifier"
     defaults = Settings()
-    assert defaults.mqtt_events_topic == "imagestore/events"
+    assert defaults.mqtt.events_topic == "imagestore/events"
     assert defaults.send_timeout_seconds == 60 and defaults.max_uploads_per_client == 8
 
 
@@ -234,7 +234,7 @@ def test_watch_help_documents_watch_alone(tmp_path):
     for flag in ("--max-upload-bytes", "--workers", "--data", "--api-keys", "--log-level"):
         assert flag not in result.stdout
     settings = parse_watch_settings(["--mqtt-port", "1999"], {"IMAGESTORE_MQTT_EVENTS_TOPIC": "e"})
-    assert settings.mqtt_port == 1999 and settings.mqtt_events_topic == "e"
+    assert settings.mqtt.port == 1999 and settings.mqtt.events_topic == "e"
     # the service's own settings are neither read nor checked by watch
     assert parse_watch_settings([], {"IMAGESTORE_PORT": "abc"}).port == Settings().port
     result = run_to_end("watch", "--workers", "2", cwd=tmp_path)
