@@ -251,9 +251,9 @@ def supervise(
         spawn(number)
     while workers:
         pid, status = os.wait()
-        number = workers.pop(pid, None)
-        if number is None:
+        if pid not in workers:
             continue
+        number = workers.pop(pid)
         slots = limits.slots.release_worker(number)
         temps = claim.remove_leftovers_of(pid)
         if slots or temps:

@@ -17,7 +17,7 @@ def signal_on_parent_death(signum: int) -> bool:
     """Ask the kernel to send ``signum`` to this process when its parent dies (even by
     SIGKILL). False where it cannot (not Linux)."""
     try:
-        return ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+        return bool(ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 

@@ -611,7 +611,8 @@ def _refuse_switch_values(parser: _Parser, argv: list[str]) -> None:
 def _metavar(kind: Callable[[str], Any]) -> str:
     if kind in _SIZES:
         return "SIZE"
-    names = {parse_seconds: "SECONDS", _timeout: "SECONDS", _port: "PORT", _at_least_one: "N"}
+    names: dict[Callable[[str], Any], str] = {parse_seconds: "SECONDS", _timeout: "SECONDS"}
+    names |= {_port: "PORT", _at_least_one: "N"}
     names |= {_log_level: "LEVEL", _protocol: "VERSION", parse_api_keys: "KEYS"}
     names |= {parse_origins: "ORIGINS", parse_networks: "NETWORKS"}
     return names.get(kind, "TEXT")

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from tornado.ioloop import IOLoop, PeriodicCallback
 
@@ -27,7 +28,7 @@ log = logging.getLogger("imagestore.notify")
 def make_client(settings: BrokerSettings, client_id: str) -> mqtt.Client:
     """A paho client configured from the settings (shared by the publisher and `watch`)."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311,
     )

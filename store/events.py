@@ -8,19 +8,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+# An event's fields, as published (strings and numbers).
+Event = dict[str, str | int]
+
 if TYPE_CHECKING:
     from store.ports import ImageRecord
 
 
-def album_created(album: str) -> dict:
+def album_created(album: str) -> Event:
     return {"event": "album.created", "album": album, "message": f"{album} album created"}
 
 
-def album_deleted(album: str) -> dict:
+def album_deleted(album: str) -> Event:
     return {"event": "album.deleted", "album": album, "message": f"{album} album deleted"}
 
 
-def album_renamed(old: str, new: str) -> dict:
+def album_renamed(old: str, new: str) -> Event:
     return {
         "event": "album.renamed",
         "album": new,
@@ -29,7 +32,7 @@ def album_renamed(old: str, new: str) -> dict:
     }
 
 
-def image_added(record: "ImageRecord") -> dict:
+def image_added(record: "ImageRecord") -> Event:
     return {
         "event": "image.added",
         "album": record.album,
@@ -41,7 +44,7 @@ def image_added(record: "ImageRecord") -> dict:
     }
 
 
-def image_deleted(album: str, image: str) -> dict:
+def image_deleted(album: str, image: str) -> Event:
     return {
         "event": "image.deleted",
         "album": album,
@@ -50,7 +53,7 @@ def image_deleted(album: str, image: str) -> dict:
     }
 
 
-def image_renamed(album: str, old: str, new: str) -> dict:
+def image_renamed(album: str, old: str, new: str) -> Event:
     return {
         "event": "image.renamed",
         "album": album,
@@ -60,7 +63,7 @@ def image_renamed(album: str, old: str, new: str) -> dict:
     }
 
 
-def encode(event: dict) -> str:
+def encode(event: Event) -> str:
     """The stored form: the event with its time, without its id (known only once stored)."""
     now = datetime.now(UTC)
     stamped = {

@@ -27,4 +27,4 @@ def sniff_image_type(head: bytes) -> str | None:
     kind = filetype.image_match(head)
     if kind is None or kind.mime not in ACCEPTED_TYPES:
         return None
-    return kind.mime
+    return str(kind.mime)
