@@ -21,14 +21,15 @@ PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[
 
 .DEFAULT_GOAL := build
 
-.PHONY: help build run test lint bench docker system-deps test-system-deps build-system-deps \
+.PHONY: help build run test check lint bench docker system-deps test-system-deps build-system-deps \
 	bench-system-deps clean
 
 help:
 	@echo "make        build dist/imagestore, the one executable (installs what it needs)"
 	@echo "make run    serve on :3333 with ./image-db (installs what it needs)"
 	@echo "make test   lint and run the whole test suite (installs what it needs)"
-	@echo "make lint   ruff only"
+	@echo "make check  lint and the suite without the executable and the browser (quick)"
+	@echo "make lint   ruff and mypy"
 	@echo "make bench  throughput, latency, memory and start-up against dd and nginx (bench/run.py)"
 	@echo "make clean  remove the virtualenv and caches"
 
@@ -42,14 +43,17 @@ run: $(RUNTIME)
 	$(PY) imagestore.py
 
 # The suite includes a smoke test of dist/imagestore (tests/test_executable.py).
-test: $(DEV) test-system-deps $(EXE)
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+test: lint test-system-deps $(EXE)
 	$(PY) -m pytest
+
+# The quick loop: everything but the executable's smoke test and the browser.
+check: lint test-system-deps
+	$(PY) -m pytest -m "not exe and not browser"
 
 lint: $(DEV)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 system-deps:
 	scripts/ensure-debian-packages python3=python3 py:ensurepip=python3-venv

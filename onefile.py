@@ -13,6 +13,13 @@ import sys
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def bundled(*parts: str) -> str:
+    """A folder shipped with the program (static/...): beside the sources, or unpacked
+    from the one-file executable."""
+    root = getattr(sys, "_MEIPASS", os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(root, *parts)
+
+
 def signal_on_parent_death(signum: int) -> bool:
     """Ask the kernel to send ``signum`` to this process when its parent dies (even by
     SIGKILL). False where it cannot (not Linux)."""

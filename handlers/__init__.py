@@ -1,29 +1,30 @@
 """HTTP in, HTTP out: the Tornado application over an ImageStore."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tornado.web import Application
+from tornado.web import Application, RequestHandler
 
 from handlers.access import AccessPolicy, hide_header_values_in_tornado_logs
 from handlers.albums import AlbumHandler, AlbumsHandler
-from handlers.base import ListCache, NotFoundHandler, RequestTracker
+from handlers.base import ListCache, NotFoundHandler, RequestTracker, Route
 from handlers.docs import docs_routes
 from handlers.health import HealthHandler
 from handlers.images import ImageHandler, ImagesHandler
 from handlers.limits import UploadLimits
 from handlers.openapi import build_spec
+from onefile import bundled
 from store import ImageStore
 
 API_PREFIX = "/api/v1"
 
-API_ROUTES = [
+API_ROUTES: list[tuple[str, type[RequestHandler]]] = [
     (rf"{API_PREFIX}/albums", AlbumsHandler),
     (rf"{API_PREFIX}/albums/(?P<album>[^/]+)", AlbumHandler),
     (rf"{API_PREFIX}/albums/(?P<album>[^/]+)/images", ImagesHandler),
     (rf"{API_PREFIX}/albums/(?P<album>[^/]+)/images/(?P<image>[^/]+)", ImageHandler),
 ]
-ROOT_ROUTES = [(r"/healthz", HealthHandler)]
+ROOT_ROUTES: list[tuple[str, type[RequestHandler]]] = [(r"/healthz", HealthHandler)]
 
 
 def api_server_url(host_ip: str, port: int) -> str:
@@ -34,13 +35,14 @@ def api_server_url(host_ip: str, port: int) -> str:
 
 def make_app(
     store: ImageStore,
-    notifier_status: Callable[[], dict] | None = None,
+    notifier_status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     docs: bool = True,
     server_url: str = API_PREFIX,
     access: AccessPolicy | None = None,
     limits: UploadLimits | None = None,
     list_cache_bytes: int = 64 * 1024**2,
     send_timeout_seconds: float = 60.0,
+    swagger_dir: str = "",
     **settings: Any,
 ) -> Application:
     """``notifier_status``: the MQTT publisher's state for /healthz (None: MQTT off).
@@ -48,11 +50,12 @@ def make_app(
     ``access``: API keys and CORS (default: open, any origin, as the Go original).
     ``limits``: concurrent uploads and body timeouts. ``list_cache_bytes``: memory for
     cached list answers. ``send_timeout_seconds``: a response that sends nothing for
-    this long is cut."""
+    this long is cut. ``swagger_dir``: the Swagger UI's files (default: the bundled
+    static/swagger)."""
     access = access or AccessPolicy()
     hide_header_values_in_tornado_logs()
-    args = {"store": store}
-    routes: list[tuple] = [
+    args: dict[str, Any] = {"store": store}
+    routes: list[Route] = [
         (pattern, handler, {**args, "notifier_status": notifier_status})
         for pattern, handler in ROOT_ROUTES
     ]
@@ -60,7 +63,8 @@ def make_app(
     # follow a redirect on POST: every API path answers with one trailing slash too.
     routes += [(pattern + "/?", handler, args) for pattern, handler in API_ROUTES]
     if docs:
-        routes += docs_routes(build_spec(API_ROUTES, ROOT_ROUTES, server_url, access))
+        document = build_spec(API_ROUTES, ROOT_ROUTES, server_url, access)
+        routes += docs_routes(document, swagger_dir or bundled("static", "swagger"))
     return Application(
         routes,
         default_handler_class=NotFoundHandler,

@@ -33,6 +33,7 @@ class AccessPolicy:
     cors_origins: tuple[str, ...] = ("*",)
     # Reverse proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    _digests: tuple[bytes, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         # Only digests are kept: equal lengths for compare_digest, nothing to leak.

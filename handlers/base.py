@@ -9,8 +9,10 @@ import time
 from asyncio import Future
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 
+from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from handlers.access import AccessPolicy
@@ -41,6 +43,12 @@ STATUS_OF_ERROR: dict[type[StoreError], int] = {
     StorageFull: 507,
 }
 
+# A route as Tornado takes it: pattern, handler class, its initialize() arguments.
+Route = tuple[str, type[RequestHandler], dict[str, Any]]
+
+# A list answer's cache key: ("albums",) or ("images", album).
+ListKey = tuple[str, ...]
+
 # JSON request bodies are a few names long; anything bigger is a mistake or abuse.
 JSON_BODY_LIMIT = 64 * 1024
 # ... and one level deep: json.loads recurses once per level, and Python's stack
@@ -67,12 +75,17 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 
-def http_error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPError:
+class APIError(HTTPError):
     """An HTTPError whose message reaches the client as ``{"error": message}``, with
     ``headers`` (Retry-After...) on the error response."""
-    err = HTTPError(status, "%s", message)
-    err.headers = headers or {}
-    return err
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, "%s", message)
+        self.headers = headers or {}
+
+
+def http_error(status: int, message: str, headers: dict[str, str] | None = None) -> APIError:
+    return APIError(status, message, headers)
 
 
 def status_of(err: BaseException) -> int:
@@ -93,19 +106,19 @@ class ListCache:
     def __init__(self, max_bytes: int = 64 * 1024**2) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries: OrderedDict[tuple, tuple[int, bytes, str]] = OrderedDict()
+        self._entries: OrderedDict[ListKey, tuple[int, bytes, str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, key: tuple, version: int) -> tuple[bytes, str] | None:
+    def lookup(self, key: ListKey, version: int) -> tuple[bytes, str] | None:
         entry = self._entries.get(key)
         if entry is None or entry[0] != version:
             return None
         self._entries.move_to_end(key)
         return entry[1], entry[2]
 
-    def keep(self, key: tuple, version: int, body: bytes) -> tuple[bytes, str]:
+    def keep(self, key: ListKey, version: int, body: bytes) -> tuple[bytes, str]:
         etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
         self._forget(key)
         if len(body) <= self.max_bytes // 4:
@@ -115,7 +128,7 @@ class ListCache:
                 self._forget(next(iter(self._entries)))
         return body, etag
 
-    def _forget(self, key: tuple) -> None:
+    def _forget(self, key: ListKey) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.bytes -= len(entry[1])
@@ -147,8 +160,14 @@ class APIHandler(RequestHandler):
     # True for what must answer without a key whatever the policy (the health check).
     public = False
 
-    def initialize(self, store: ImageStore) -> None:
+    def initialize(
+        self,
+        store: ImageStore,
+        notifier_status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``notifier_status``: the MQTT publisher's state (for /healthz; None: off)."""
         self.store = store
+        self.notifier_status = notifier_status
         self._body = bytearray()
         self._tracker: RequestTracker = self.settings["requests"]
         self._tracker.active += 1
@@ -167,7 +186,7 @@ class APIHandler(RequestHandler):
         """Send what is buffered; a response the client stops taking is watched from
         its first byte the kernel would not take (finish() flushes too)."""
         future = super().flush(include_footers)
-        stream = getattr(self.request.connection, "stream", None)
+        stream = getattr(self.connection, "stream", None)
         if self._send_watch is None and stream is not None and stream.writing():
             self._send_watch = SendWatch(
                 stream,
@@ -191,7 +210,13 @@ class APIHandler(RequestHandler):
 
     @property
     def access(self) -> AccessPolicy:
-        return self.application.settings["access"]
+        access: AccessPolicy = self.application.settings["access"]
+        return access
+
+    @property
+    def connection(self) -> HTTP1Connection:
+        """The request's HTTP/1 connection (all Tornado serves here)."""
+        return cast(HTTP1Connection, self.request.connection)
 
     @property
     def client(self) -> str:
@@ -202,7 +227,7 @@ class APIHandler(RequestHandler):
     async def prepare(self) -> None:
         if self._tracker.draining:
             # Connections kept alive from before the shutdown began: answer, then close.
-            self.request.connection._disconnect_on_finish = True  # Tornado has no public door
+            self.connection._disconnect_on_finish = True  # Tornado has no public door
             raise http_error(503, "the service is shutting down", {"Retry-After": "1"})
         self.check_framing()
         if not self.public and not self.access.allows(self.request.method, self.request.headers):
@@ -246,7 +271,7 @@ class APIHandler(RequestHandler):
         if declared is not None and declared > JSON_BODY_LIMIT:
             raise http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes")
 
-    def data_received(self, chunk: bytes) -> None:
+    async def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return
         self._body += chunk
@@ -267,7 +292,7 @@ class APIHandler(RequestHandler):
         except UnicodeDecodeError:
             raise http_error(400, "the URL path is not valid UTF-8") from None
 
-    def json_body(self, field: str) -> Any:
+    def json_body(self, field: str) -> str:
         """The value of ``field`` in the request's JSON object body, a string."""
         if json_nests_too_deep(self._body):
             raise http_error(400, f"the request body nests deeper than {JSON_MAX_DEPTH} levels")
@@ -281,7 +306,8 @@ class APIHandler(RequestHandler):
             raise http_error(400, f'the field "{field}" is missing from the request body')
         if not isinstance(body[field], str):
             raise http_error(400, f'the field "{field}" must be a string')
-        return body[field]
+        value: str = body[field]
+        return value
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
@@ -310,7 +336,12 @@ class APIHandler(RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": message}))
 
-    def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 (Tornado's signature)
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if isinstance(value, StoreError):
             level = logging.WARNING if status_of(value) >= 500 else logging.INFO
             log.log(
@@ -325,7 +356,7 @@ class APIHandler(RequestHandler):
             super().log_exception(typ, value, tb)
 
     async def write_list(
-        self, key: tuple, field: str, produce: Callable[[], Awaitable[list[str]]]
+        self, key: ListKey, field: str, produce: Callable[[], Awaitable[list[str]]]
     ) -> None:
         """Answer ``{field: [...]}``, from the cache while the catalog is unchanged,
         with an ETag (304 for a client that has it)."""
@@ -345,7 +376,7 @@ class APIHandler(RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(body)
 
-    def write_json(self, payload: dict) -> None:
+    def write_json(self, payload: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
 

@@ -1,17 +1,12 @@
 """/swagger: the bundled Swagger UI page and the OpenAPI document, served offline."""
 
 import json
-import os
-import sys
+from datetime import datetime
+from typing import Any
 
 from tornado.web import RedirectHandler, RequestHandler, StaticFileHandler
 
-# Beside the sources, or unpacked from the one-file executable.
-STATIC_DIR = os.path.join(
-    getattr(sys, "_MEIPASS", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "static",
-)
-SWAGGER_DIR = os.path.join(STATIC_DIR, "swagger")
+from handlers.base import Route
 
 # Only the service's own origin; Swagger UI sets inline styles and data: icons.
 SWAGGER_CSP = (
@@ -21,10 +16,10 @@ SWAGGER_CSP = (
 )
 
 
-class _JSONErrors:
+class _JSONErrors(RequestHandler):
     """Errors as the API's: JSON, never an HTML page."""
 
-    def write_error(self, status_code: int, **kwargs) -> None:  # noqa: ANN003
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": "no such page" if status_code == 404 else self._reason}))
 
@@ -34,7 +29,7 @@ class SwaggerAssetHandler(_JSONErrors, StaticFileHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Security-Policy", SWAGGER_CSP)
 
-    def get_cache_time(self, path: str, modified, mime_type: str) -> int:  # noqa: ANN001
+    def get_cache_time(self, path: str, modified: datetime | None, mime_type: str) -> int:
         return 0 if path == "index.html" else 3600
 
     async def get(self, path: str, include_body: bool = True) -> None:
@@ -50,7 +45,7 @@ class SwaggerRedirectHandler(_JSONErrors, RedirectHandler):
 
 
 class OpenAPIHandler(_JSONErrors, RequestHandler):
-    def initialize(self, document: dict) -> None:
+    def initialize(self, document: dict[str, Any]) -> None:
         self._body = json.dumps(document, ensure_ascii=False).encode("utf-8")
 
     def set_default_headers(self) -> None:
@@ -63,9 +58,9 @@ class OpenAPIHandler(_JSONErrors, RequestHandler):
         self.finish(self._body)
 
 
-def docs_routes(document: dict) -> list[tuple]:
+def docs_routes(document: dict[str, Any], swagger_dir: str) -> list[Route]:
     return [
         (r"/swagger/?", SwaggerRedirectHandler, {"url": "/swagger/index.html"}),
         (r"/swagger/(?:openapi|doc)\.json", OpenAPIHandler, {"document": document}),
-        (r"/swagger/(.+)", SwaggerAssetHandler, {"path": SWAGGER_DIR}),
+        (r"/swagger/(.+)", SwaggerAssetHandler, {"path": swagger_dir}),
     ]

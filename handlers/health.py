@@ -1,23 +1,13 @@
 """/healthz: is the service up, and how is its notifier doing."""
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from handlers.base import APIHandler
-from store import ImageStore
 
 
 class HealthHandler(APIHandler):
     # Load balancers and orchestrators probe it without credentials.
     public = True
-
-    def initialize(
-        self,
-        store: ImageStore,
-        notifier_status: Callable[[], Awaitable[dict[str, Any]]] | None,
-    ) -> None:
-        super().initialize(store)
-        self._notifier_status = notifier_status
 
     async def get(self) -> None:
         """The service's health.
@@ -33,8 +23,8 @@ class HealthHandler(APIHandler):
           503: {$ref: "#/components/responses/Unavailable"}
         """
         mqtt: dict[str, Any] = {"enabled": False}
-        if self._notifier_status is not None:
-            mqtt = {"enabled": True, **await self._notifier_status()}
+        if self.notifier_status is not None:
+            mqtt = {"enabled": True, **await self.notifier_status()}
         storage = {
             "freeBytes": await self.store.free_bytes(),
             "minFreeBytes": self.store.min_free_bytes,

@@ -2,7 +2,6 @@
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from tornado.httputil import format_timestamp
 from tornado.ioloop import IOLoop
@@ -31,18 +30,18 @@ NO_TORNADO_LIMIT = 1 << 62
 class UploadingHandler(APIHandler):
     """Streams an upload's body into the store as it arrives."""
 
+    # Per request; set as the upload starts (class-level: the values before it does).
     _image_body: RawImageBody | MultipartImageBody | None = None
-
-    def initialize(self, **kwargs: Any) -> None:
-        super().initialize(**kwargs)
-        self._received = 0
-        self._body_limit = 0
-        self._upload_slot: int | None = None
-        self._pace_check: object | None = None
+    _received = 0
+    _body_limit = 0
+    _upload_slot: int | None = None
+    _pace_check: object | None = None
+    _started = 0.0
 
     @property
     def limits(self) -> UploadLimits:
-        return self.application.settings["limits"]
+        limits: UploadLimits = self.application.settings["limits"]
+        return limits
 
     async def start_upload(self, album: str, image: str | None) -> None:
         """Refuse what can be refused before the body is read, then get ready for it.
@@ -74,6 +73,7 @@ class UploadingHandler(APIHandler):
             ) from None
         album = await self.store.require_album(album)
         await self.store.check_room(declared or 0)
+        body: RawImageBody | MultipartImageBody
         if image is None:
             body = MultipartImageBody(
                 self.store, album, self.request.headers.get("Content-Type", "")
@@ -81,11 +81,11 @@ class UploadingHandler(APIHandler):
         else:
             body = RawImageBody(await self.store.begin_upload(album, image))
         self._image_body = body
-        connection = self.request.connection
+        connection = self.connection
         connection.set_max_body_size(NO_TORNADO_LIMIT)
         # Tornado's body timeout is for the whole body: fine for JSON, wrong for a
         # large upload. Ours grows with the bytes received (a minimum rate).
-        connection.set_body_timeout(None)
+        connection.set_body_timeout(None)  # type: ignore[arg-type]  # Tornado takes None: no timeout
         self._started = IOLoop.current().time()
         self._pace_check = IOLoop.current().call_later(
             self.limits.body_timeout_seconds, self._check_pace
@@ -103,7 +103,8 @@ class UploadingHandler(APIHandler):
             self._pace_check = IOLoop.current().call_later(deadline - now, self._check_pace)
             return
         self._pace_check = None
-        self._image_body.abort()
+        if self._image_body is not None:
+            self._image_body.abort()
         self.fail(
             http_error(
                 408,
@@ -124,7 +125,8 @@ class UploadingHandler(APIHandler):
 
     async def data_received(self, chunk: bytes) -> None:
         if self._image_body is None:
-            return super().data_received(chunk)
+            await super().data_received(chunk)
+            return
         if self._finished:
             return
         self._received += len(chunk)
@@ -138,6 +140,8 @@ class UploadingHandler(APIHandler):
 
     async def finish_upload(self) -> None:
         self._stop_pace_check()
+        if self._image_body is None:
+            raise http_error(400, "the request has no image")
         record = await self._image_body.finish()
         self.write_json({"message": f"{record.name} image added to album {record.album}"})
 

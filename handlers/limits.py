@@ -64,7 +64,7 @@ class UploadSlots:
                 raise NoUploadSlot(per_client=False)
             if holders.count(wanted) >= self.per_client:
                 raise NoUploadSlot(per_client=True)
-            index = holders.index(0, first, last)
+            index: int = holders.index(0, first, last)
             self._holders[index] = wanted
         return index
 

@@ -6,6 +6,8 @@ declared once here.
 """
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 from apispec import APISpec, yaml_utils
 from apispec_webframeworks.tornado import TornadoPlugin
@@ -35,7 +37,9 @@ NAME_SCHEMA = {
     "example": "pets",
 }
 
-SCHEMAS: dict[str, dict] = {
+Document = dict[str, Any]
+
+SCHEMAS: dict[str, Document] = {
     "Message": {
         "type": "object",
         "required": ["message"],
@@ -115,7 +119,9 @@ class _Plugin(TornadoPlugin):
     6.10.1 asks every handler for ``trace``)."""
 
     @staticmethod
-    def _operations_from_methods(handler_class: type[RequestHandler]):  # noqa: ANN205
+    def _operations_from_methods(
+        handler_class: RequestHandler,  # a class, in fact: as the plugin declares it
+    ) -> Iterator[dict[str, Document]]:
         for method_name in sorted(yaml_utils.PATH_KEYS):
             method = getattr(handler_class, method_name, None)
             operation = yaml_utils.load_yaml_from_docstring((method and method.__doc__) or "")
@@ -123,7 +129,7 @@ class _Plugin(TornadoPlugin):
                 yield {method_name: operation}
 
 
-def _path_parameters(pattern: str) -> list[dict]:
+def _path_parameters(pattern: str) -> list[Document]:
     return [
         {
             "name": name,
@@ -137,11 +143,11 @@ def _path_parameters(pattern: str) -> list[dict]:
 
 
 def build_spec(
-    api_routes: list[tuple],
-    root_routes: list[tuple],
+    api_routes: list[tuple[str, type[RequestHandler]]],
+    root_routes: list[tuple[str, type[RequestHandler]]],
     server_url: str,
     access: AccessPolicy | None = None,
-) -> dict:
+) -> Document:
     """The OpenAPI document for the routes (pattern, handler class, ...).
 
     ``api_routes`` live under ``server_url`` (which ends in /api/v1); ``root_routes``

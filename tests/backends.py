@@ -5,7 +5,10 @@ every test by adding one entry to BACKENDS."""
 import os
 from dataclasses import dataclass
 
+import pytest
+
 from store import Backends
+from store.backends import open_blobs, open_catalog
 
 BLOB_KEY_LENGTH = 32
 
@@ -36,3 +39,31 @@ class LocalBackend:
 
 
 BACKENDS = {"sqlite+file": LocalBackend}
+
+
+# --- fixtures (registered by tests/conftest.py) ------------------------------------
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request, tmp_path):
+    """Each adapter pair in turn, over a fresh location."""
+    return BACKENDS[request.param](tmp_path / "image-db")
+
+
+@pytest.fixture
+def outbox_limit():
+    return 1000
+
+
+@pytest.fixture
+def catalog(backend, outbox_limit):
+    adapter = open_catalog(backend.backends.catalog_url, outbox_limit)
+    yield adapter
+    adapter.close()
+
+
+@pytest.fixture
+def blobs(backend):
+    adapter = open_blobs(backend.backends.blobs_url)
+    yield adapter
+    adapter.close()

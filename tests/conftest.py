@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 from tornado.httpclient import HTTPResponse
+from tornado.httpserver import HTTPServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -18,9 +19,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from process import SERVICE, SERVICE_LOGS, Proc, clean_env  # noqa: E402
 
+# The backend fixtures (each adapter pair in turn): tests/backends.py.
+pytest_plugins = ["backends"]
+
 from handlers import make_app  # noqa: E402
 from handlers.limits import UploadLimits  # noqa: E402
-from store import Backends, open_store  # noqa: E402
+from store import open_store  # noqa: E402
 
 
 class _TracebackCatcher(logging.Handler):
@@ -90,8 +94,9 @@ def max_upload_bytes():
 
 
 @pytest.fixture
-def store(data_dir, max_upload_bytes):
-    image_store = open_store(Backends.of(str(data_dir)), max_upload_bytes)
+def store(backend, max_upload_bytes):
+    """The store over each backend pair in turn: the HTTP suite runs on every one."""
+    image_store = open_store(backend.backends, max_upload_bytes)
     yield image_store
     image_store.close()
 
@@ -100,6 +105,17 @@ def store(data_dir, max_upload_bytes):
 def upload_limits():
     """Tests start many uploads at once; the back-pressure tests set their own limit."""
     return UploadLimits(max_concurrent_uploads=256)
+
+
+@pytest.fixture
+def http_server(request, io_loop, _unused_port, app):
+    """pytest-tornado's server, given the app statically rather than looked up by name:
+    so the app's backend (a fixture parameter) is known when tests are collected."""
+    server = HTTPServer(app)
+    server.add_socket(_unused_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=request.config.option.async_test_timeout)
 
 
 @pytest.fixture

@@ -19,6 +19,9 @@ from images import png
 from mqtt import Broker, Subscriber
 from process import ROOT, SERVICE, Proc, clean_env, create_album, free_port, path_of, request
 
+# Needs the built dist/imagestore: `make test` runs it, `make check` leaves it out.
+pytestmark = pytest.mark.exe
+
 EXECUTABLE = os.path.join(ROOT, "dist", "imagestore")
 # What the executable is made of (as the Makefile's EXE_SOURCES).
 SOURCES = ["build.spec", *glob.glob("*.py", root_dir=ROOT)] + [

@@ -9,6 +9,9 @@ from images import png
 from playwright.sync_api import sync_playwright
 from process import create_album, request, serve
 
+# Needs Debian's Chromium: `make test` runs it, `make check` leaves it out.
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
