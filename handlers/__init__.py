@@ -14,6 +14,7 @@ from handlers.images import ImageHandler, ImagesHandler
 from handlers.limits import UploadLimits
 from handlers.openapi import build_spec
 from onefile import bundled
+from settings import Settings
 from store import ImageStore
 
 API_PREFIX = "/api/v1"
@@ -40,8 +41,8 @@ def make_app(
     server_url: str = API_PREFIX,
     access: AccessPolicy | None = None,
     limits: UploadLimits | None = None,
-    list_cache_bytes: int = 64 * 1024**2,
-    send_timeout_seconds: float = 60.0,
+    list_cache_bytes: int = Settings.list_cache_bytes,
+    send_timeout_seconds: float = Settings.send_timeout_seconds,
     swagger_dir: str = "",
     **settings: Any,
 ) -> Application:
@@ -73,6 +74,6 @@ def make_app(
         list_cache=ListCache(list_cache_bytes),
         send_timeout_seconds=send_timeout_seconds,
         access=access,
-        limits=limits or UploadLimits(max_concurrent_uploads=32),
+        limits=limits or UploadLimits(Settings.max_concurrent_uploads),
         **settings,
     )

@@ -190,7 +190,7 @@ class APIHandler(RequestHandler):
         if self._send_watch is None and stream is not None and stream.writing():
             self._send_watch = SendWatch(
                 stream,
-                self.settings.get("send_timeout_seconds", 60.0),
+                self.settings["send_timeout_seconds"],
                 lambda: self._finished,
                 f"{self.request.method} {self.request.path}",
             )

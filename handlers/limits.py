@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from settings import Settings
+
 
 class NoUploadSlot(Exception):
     """Every slot is taken (``per_client`` False), or this client holds its share."""
@@ -90,8 +92,8 @@ class UploadLimits:
     arrive. ``max_uploads_per_client`` None: only the total limit."""
 
     max_concurrent_uploads: int
-    body_timeout_seconds: float = 30.0
-    body_min_bytes_per_second: int = 16 * 1024
+    body_timeout_seconds: float = Settings.body_timeout_seconds
+    body_min_bytes_per_second: int = Settings.body_min_bytes_per_second
     max_uploads_per_client: int | None = None
     workers: int = 1
     slots: UploadSlots = field(init=False)
