@@ -99,6 +99,50 @@ class Proc:
             ) from None
 
 
+class Service:
+    """One data folder, served by successive processes (a fresh port each start), for
+    tests that kill the service and start it again."""
+
+    def __init__(self, data, log_dir, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.log_dir = log_dir
+        self.args = args
+        self.env = env or {}
+        self.proc: Proc | None = None
+        self.port = 0
+        self.starts = 0
+
+    def start(self, attempts: int = 3) -> None:
+        """Start and wait until it answers; on another free port should some other
+        process on this machine have taken the chosen one in the meantime."""
+        assert self.proc is None or self.proc.popen.poll() is not None, "already running"
+        for attempt in range(attempts):
+            self.starts += 1
+            self.port = free_port()
+            log_path = self.log_dir / f"service-{self.starts}.log"
+            with open(log_path, "wb") as log:
+                popen = subprocess.Popen(
+                    [sys.executable, SERVICE, "--port", str(self.port), "--data", str(self.data)]
+                    + list(self.args),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=clean_env(**self.env),
+                )
+            self.proc = Proc(popen, log_path)
+            if self.proc.wait_ready(self.port, port_taken_ok=attempt + 1 < attempts):
+                return
+
+    def kill(self) -> None:
+        """SIGKILL: no handler, no clean-up, the closest thing to a power cut for a process."""
+        if self.proc is not None and self.proc.popen.poll() is None:
+            self.proc.popen.kill()
+            self.proc.popen.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.proc.log() if self.proc else ""
+
+
 def serve(run, make, cwd=None, attempts: int = 3) -> tuple[Proc, int]:
     """Start imagestore as ``make(port)`` says (-> (args, env)) on a free port, and
     wait until it answers; again on another port should some other process on this
@@ -137,22 +181,43 @@ def path_of(*names: str) -> str:
     return "/api/v1/albums" + "".join("/" + quote(name, safe="") for name in names)
 
 
-def request(port, method, path, body=None, headers=None, timeout=30.0):
+def request(
+    port, method, path, body=None, headers=None, timeout=30.0, chunk=0, pause=0.0, on_progress=None
+):
+    """One request on a fresh connection: (status, lower-cased headers, body).
+
+    ``chunk``/``pause`` send the body in pieces with a sleep between them (so that an
+    upload takes long enough for a kill to land in the middle of it); ``on_progress``
+    is told (sent, total) after each piece."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        if body:
+            view = memoryview(body)
+            step = chunk or len(body)
+            for start in range(0, len(body), step):
+                conn.send(view[start : start + step])
+                if on_progress:
+                    on_progress(min(start + step, len(body)), len(body))
+                if pause:
+                    time.sleep(pause)
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
 
 
-def create_album(port, album: str) -> None:
-    status, _, body = request(
-        port,
-        "POST",
-        path_of(),
-        json.dumps({"albumName": album}).encode(),
-        {"Content-Type": "application/json"},
+def json_request(port, method, path, payload):
+    return request(
+        port, method, path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
     )
+
+
+def create_album(port, album: str) -> None:
+    status, _, body = json_request(port, "POST", path_of(), {"albumName": album})
     assert status == 200, body

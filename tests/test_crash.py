@@ -2,8 +2,9 @@
 data folder, and check that
 
 - every listed image downloads whole, and the sha256 of its bytes is its ETag;
-- nothing is left under ``<data>/tmp/``;
-- the blob files under ``<data>/blobs/`` are exactly the catalog's blob keys;
+- nothing is left under ``<data>/blobs/tmp/``;
+- the blob files under ``<data>/blobs/`` are exactly the catalog's blob keys, one per
+  distinct content (identical bytes are stored once);
 - nothing committed is lost: every operation that got its 200 before the kill is
   there after the restart (the one operation a client had in flight may go either
   way, but wholly).
@@ -21,106 +22,17 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import traceback
-from urllib.parse import quote
 
 import pytest
 from conftest import multipart_body
 from images import png
+from process import Service, json_request, path_of, request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVICE = os.path.join(ROOT, "imagestore.py")
 SWEEP_WARNING = "start-up sweep removed"
 MiB = 1024 * 1024
-
-
-# --- the service as a subprocess ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env() -> dict[str, str]:
-    """The test's environment without any setting of the service. MQTT stays on (the
-    default, so events are recorded with every change) but points at a loopback port
-    where no broker listens: nothing reaches anybody's real broker."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("IMAGESTORE_") and name not in ("HOSTIP", "PRODMODE")
-    }
-    env.update(IMAGESTORE_MQTT_HOST="127.0.0.1", IMAGESTORE_MQTT_PORT=str(free_port()))
-    return env
-
-
-class Service:
-    """One data folder, served by successive processes (a fresh port each start)."""
-
-    def __init__(self, data, log_dir) -> None:
-        self.data = data
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-        self.starts = 0
-        self.log_path = None
-
-    def start(self, attempts: int = 3) -> None:
-        """Start and wait until it answers; on another free port should some other
-        process on this machine have taken the chosen one in the meantime."""
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        for attempt in range(attempts):
-            self.starts += 1
-            self.port = free_port()
-            self.log_path = self.log_dir / f"service-{self.starts}.log"
-            with open(self.log_path, "wb") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, SERVICE, "--port", str(self.port), "--data", str(self.data)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=clean_env(),
-                )
-            if self.wait_ready(port_taken_ok=attempt + 1 < attempts):
-                return
-
-    def wait_ready(self, timeout: float = 20.0, port_taken_ok: bool = False) -> bool:
-        """True once this process (its own log says so) answers GET /albums with 200;
-        False if it could not listen because the port was taken."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                if port_taken_ok and "cannot listen" in self.log():
-                    return False
-                raise AssertionError(
-                    f"the service exited with {self.proc.returncode} before answering:\n{self.log()}"
-                )
-            try:
-                if (
-                    f":{self.port}/api/v1" in self.log()
-                    and request(self.port, "GET", "/api/v1/albums", timeout=2)[0] == 200
-                ):
-                    return True
-            except (OSError, http.client.HTTPException):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the service did not answer within {timeout}s:\n{self.log()}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: no handler, no clean-up, the closest thing to a power cut for a process."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
 
 @pytest.fixture
@@ -128,50 +40,6 @@ def service(tmp_path):
     svc = Service(tmp_path / "image-db", tmp_path)
     yield svc
     svc.kill()
-
-
-# --- HTTP with the standard library ------------------------------------------------
-
-
-def path_of(*names: str) -> str:
-    return "/api/v1/albums" + "".join("/" + quote(name, safe="") for name in names)
-
-
-def request(
-    port, method, path, body=None, headers=None, timeout=30.0, chunk=0, pause=0.0, on_progress=None
-):
-    """One request on a fresh connection: (status, lower-cased headers, body).
-
-    ``chunk``/``pause`` send the body in pieces with a sleep between them, so that
-    an upload takes long enough for a kill to land in the middle of it."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders()
-        if body:
-            view = memoryview(body)
-            step = chunk or len(body)
-            for start in range(0, len(body), step):
-                conn.send(view[start : start + step])
-                if on_progress:
-                    on_progress(min(start + step, len(body)), len(body))
-                if pause:
-                    time.sleep(pause)
-        response = conn.getresponse()
-        data = response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-    finally:
-        conn.close()
-
-
-def json_request(port, method, path, payload):
-    return request(
-        port, method, path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
-    )
 
 
 # --- the data folder, seen from outside --------------------------------------------
@@ -510,7 +378,7 @@ def test_kill_9_under_a_mixed_workload_loses_nothing_committed(service, tmp_path
     for round_no in range(ROUNDS):
         mode = round_no % 3
         stop = threading.Event()
-        pid = service.proc.pid
+        pid = service.proc.popen.pid
 
         def kill_now(pid=pid, stop=stop):
             stop.set()  # first, so that the other workers take their errors for the kill
