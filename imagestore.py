@@ -134,7 +134,7 @@ def log_banner(settings: Settings, store: ImageStore) -> None:
         settings.workers,
         "" if settings.workers == 1 else "s",
     )
-    log.info("catalog %s; blobs %s", settings.backends.catalog_url, settings.backends.blobs_url)
+    log.info("%s", settings.backends.describe())
     if settings.api_keys:
         log.info(
             "access control on: %d API key(s); reads %s",

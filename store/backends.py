@@ -1,6 +1,7 @@
 """Backends chosen by URL: ``IMAGESTORE_CATALOG`` and ``IMAGESTORE_BLOBS``.
 
   sqlite:///var/lib/imagestore/catalog.sqlite3   (or sqlite:relative/path)
+  postgresql://user@db.example/imagestore        (libpq URLs: ?sslmode=..., PG* variables)
   file:///var/lib/imagestore/blobs               (or file:relative/path)
 
 As in file URLs, three slashes name an absolute path. Both default to the data folder
@@ -15,12 +16,13 @@ from urllib.parse import unquote, urlsplit
 
 from store.file_blobs import FileBlobStore, FolderLock, remove_unfinished_uploads
 from store.ports import BlobStore, Catalog
+from store.postgres_catalog import PostgresCatalog
 from store.sqlite_catalog import CatalogLock, SqliteCatalog
 from store.store import ImageStore
 
 log = logging.getLogger("imagestore.store")
 
-CATALOG_SCHEMES = ("sqlite",)
+CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
 BLOB_SCHEMES = ("file",)
 
 
@@ -43,7 +45,17 @@ class Backends:
         )
 
     def describe(self) -> str:
-        return f"catalog {self.catalog_url}, blobs {self.blobs_url}"
+        """For logs: the URLs with any password blanked out."""
+        return f"catalog {redacted(self.catalog_url)}, blobs {redacted(self.blobs_url)}"
+
+
+def redacted(url: str) -> str:
+    """``url`` without the password it may carry."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
@@ -66,8 +78,10 @@ def local_path(url: str) -> str:
 
 
 def open_catalog(url: str, outbox_limit: int | None) -> Catalog:
-    check_url(url, CATALOG_SCHEMES, "catalog")
-    return SqliteCatalog(local_path(url), outbox_limit)
+    scheme = urlsplit(check_url(url, CATALOG_SCHEMES, "catalog")).scheme
+    if scheme == "sqlite":
+        return SqliteCatalog(local_path(url), outbox_limit)
+    return PostgresCatalog(url, outbox_limit)
 
 
 def open_blobs(url: str) -> BlobStore:

@@ -246,5 +246,12 @@ class FileBlobStore:
         return remove_unfinished_uploads(self.root, None)
 
     async def free_bytes(self) -> int | None:
-        stats = os.statvfs(self.root)
+        try:
+            stats = os.statvfs(self.root)
+        except OSError as err:
+            raise storage_error(err) from err
         return stats.f_bavail * stats.f_frsize
+
+    async def ping(self) -> None:
+        if not os.path.isdir(self.tmp_dir):
+            raise StorageUnavailable(f"the blob folder {self.root} is gone")

@@ -46,6 +46,16 @@ class Catalog(Protocol):
     reader that asks for ids above the last it saw skips none). ``events_pending`` is
     exact."""
 
+    async def ping(self) -> None:
+        """StorageUnavailable unless the catalog answers (for /healthz)."""
+        ...
+
+    async def lead(self) -> bool:
+        """Whether this process is, or has now become, the one publisher of the outbox
+        among every process and instance sharing the catalog (asked again and again:
+        a lead lost, to a crash or a partition, passes to another asker)."""
+        ...
+
     # --- reads -----------------------------------------------------------------------
     async def change_token(self) -> int:
         """Differs after any committed change, by any process or instance."""
@@ -150,6 +160,10 @@ class BlobStore(Protocol):
 
     async def free_bytes(self) -> int | None:
         """Room left for new blobs; None when the backend cannot tell."""
+        ...
+
+    async def ping(self) -> None:
+        """StorageUnavailable unless the blob store answers (for /healthz)."""
         ...
 
     def close(self) -> None: ...

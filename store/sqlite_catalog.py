@@ -234,6 +234,13 @@ class SqliteCatalog:
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writes, fn, *args)
 
+    async def ping(self) -> None:
+        self._read("SELECT 1")
+
+    async def lead(self) -> bool:
+        # One instance per SQLite catalog (CatalogLock): its publishing worker leads.
+        return True
+
     # --- reads (on the caller's thread: the IOLoop's) --------------------------------
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:

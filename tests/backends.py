@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 import pytest
+from engines import Postgres
 
 from store import Backends
 from store.backends import open_blobs, open_catalog
@@ -38,16 +39,41 @@ class LocalBackend:
         return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
-BACKENDS = {"sqlite+file": LocalBackend}
+@dataclass
+class PostgresFileBackend(LocalBackend):
+    """The PostgreSQL catalog (a fresh database of the session's private cluster) and
+    file blobs in the data folder."""
+
+    catalog_url: str = ""
+    name: str = "postgresql+file"
+
+    @property
+    def backends(self) -> Backends:
+        return Backends.of(str(self.data_dir), catalog_url=self.catalog_url)
+
+
+BACKENDS = {"sqlite+file": LocalBackend, "postgresql+file": PostgresFileBackend}
 
 
 # --- fixtures (registered by tests/conftest.py) ------------------------------------
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One private PostgreSQL cluster for the session (a database per test)."""
+    cluster = Postgres().start()
+    yield cluster
+    cluster.remove()
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, tmp_path):
     """Each adapter pair in turn, over a fresh location."""
-    return BACKENDS[request.param](tmp_path / "image-db")
+    data_dir = tmp_path / "image-db"
+    if request.param == "postgresql+file":
+        cluster = request.getfixturevalue("postgres_cluster")
+        return PostgresFileBackend(data_dir, catalog_url=cluster.new_database())
+    return BACKENDS[request.param](data_dir)
 
 
 @pytest.fixture
@@ -56,14 +82,14 @@ def outbox_limit():
 
 
 @pytest.fixture
-def catalog(backend, outbox_limit):
+def catalog(backend, outbox_limit, io_loop):
     adapter = open_catalog(backend.backends.catalog_url, outbox_limit)
     yield adapter
     adapter.close()
 
 
 @pytest.fixture
-def blobs(backend):
+def blobs(backend, io_loop):
     adapter = open_blobs(backend.backends.blobs_url)
     yield adapter
     adapter.close()

@@ -1,11 +1,13 @@
 """The catalog port's contract, for every catalog adapter: albums, images, shared
 blobs (identical bytes stored once) and the outbox, each mutation with its event."""
 
+import asyncio
 import json
 import uuid
 
 import pytest
 
+from store.backends import open_catalog
 from store.errors import Conflict, NotFound
 from store.ports import ImageRecord
 
@@ -207,3 +209,39 @@ async def test_the_change_token_moves_with_every_change(catalog):
     await catalog.delete_album("b", event("5"))
     await changed()
     assert seen[-1] == await catalog.change_token(), "steady while nothing changes"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_reader_of_the_outbox_skips_no_event_while_many_writers_commit(
+    catalog, backend, outbox_limit
+):
+    """Writers on several connections (a second catalog adapter over the same backend
+    too) commit concurrently; a reader that always asks for ids above the last one it
+    saw gets every event once, in rising order: no event commits below an id already
+    handed out."""
+    other = open_catalog(backend.backends.catalog_url, outbox_limit)
+    seen: list[int] = []
+    messages: list[str] = []
+    writing = True
+
+    async def write(adapter, prefix: str) -> None:
+        for index in range(40):
+            await adapter.create_album(f"{prefix}-{index}", event(f"{prefix}-{index}"))
+
+    async def read() -> None:
+        while writing or await catalog.events_pending() > len(seen):
+            for found in await catalog.pending_events(seen[-1] if seen else 0, 50):
+                seen.append(found.id)
+                messages.append(json.loads(found.json)["message"])
+            await asyncio.sleep(0)
+
+    try:
+        reader = asyncio.ensure_future(read())
+        await asyncio.gather(*(write(catalog if n % 2 else other, f"w{n}") for n in range(6)))
+        writing = False
+        await asyncio.wait_for(reader, 30)
+    finally:
+        other.close()
+    assert seen == sorted(seen) and len(set(seen)) == len(seen), "rising, each once"
+    assert sorted(messages) == sorted(f"w{n}-{i}" for n in range(6) for i in range(40))
+    assert await catalog.events_pending() == 240

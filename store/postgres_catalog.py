@@ -1,0 +1,468 @@
+"""The PostgreSQL catalog, for several service instances: albums, images, blobs and
+the event outbox, through an asyncpg connection pool (one per worker process).
+
+The outbox's order with many writers: a bigserial would not give commit order (a
+transaction that took id 7 may commit after the one that took id 8, and a reader that
+saw 8 would skip 7). Here every mutation ends by bumping one counter row,
+``UPDATE counters ... RETURNING``, as its last statement: the row lock it takes is held
+until the commit, so the changes commit one at a time in the order of the numbers
+they drew, and the number is the event's id. A reader that asks for ids above the last
+it saw therefore skips none, ids rise in commit order without gaps (a rollback gives
+its number back), and the pending count is exact. The same counter is the change
+token that list caches compare. The lock is held only from that last statement to the
+end of the commit.
+
+Names are compared and sorted by code point (COLLATE "C"), as in SQLite.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from store import events
+from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
+from store.ports import AddedImage, EventOf, EventText, ImageRecord
+
+log = logging.getLogger("imagestore.store")
+
+T = TypeVar("T")
+# A connection lent by the pool (generic in the stubs only).
+Db: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+# Serialises schema migrations when several instances start at once.
+MIGRATION_LOCK = 0x696D6773  # "imgs"
+# Held for as long as one instance publishes the outbox.
+PUBLISHER_LOCK = 0x696D6770  # "imgp"
+DROP_WARNING_INTERVAL = 10.0
+
+MIGRATIONS = (
+    """
+    CREATE TABLE albums (
+        id         bigserial PRIMARY KEY,
+        name       text COLLATE "C" NOT NULL UNIQUE,
+        created_at double precision NOT NULL
+    );
+    CREATE TABLE blobs (
+        key    text PRIMARY KEY,
+        sha256 text NOT NULL UNIQUE,
+        size   bigint NOT NULL,
+        refs   integer NOT NULL CHECK (refs >= 0)
+    );
+    CREATE TABLE images (
+        id           bigserial PRIMARY KEY,
+        album_id     bigint NOT NULL REFERENCES albums(id) ON DELETE CASCADE,
+        name         text COLLATE "C" NOT NULL,
+        size         bigint NOT NULL,
+        sha256       text NOT NULL,
+        content_type text NOT NULL,
+        created_at   double precision NOT NULL,
+        blob_key     text NOT NULL REFERENCES blobs(key),
+        UNIQUE (album_id, name)
+    );
+    CREATE INDEX images_by_blob ON images (blob_key);
+    CREATE TABLE outbox (
+        id      bigint PRIMARY KEY,
+        payload text NOT NULL
+    );
+    CREATE TABLE counters (
+        name  text PRIMARY KEY,
+        value bigint NOT NULL
+    );
+    INSERT INTO counters (name, value) VALUES ('changes', 0), ('events_dropped', 0);
+    """,
+)
+
+
+def _unavailable(err: BaseException) -> StorageUnavailable:
+    reason = getattr(err, "message", None) or str(err) or type(err).__name__
+    return StorageUnavailable(f"the catalog is unavailable: {reason}")
+
+
+class PostgresCatalog:
+    """``outbox_limit``: events kept for the notifier at most; None records none."""
+
+    def __init__(self, url: str, outbox_limit: int | None = None, pool_size: int = 8) -> None:
+        self._url = url
+        self._outbox_limit = outbox_limit
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._leader: asyncpg.Connection | None = None
+        self._last_drop_warning = 0.0
+
+    # --- connections ---------------------------------------------------------------
+
+    async def _connected(self) -> asyncpg.Pool:
+        """The pool, made (and the schema brought up to date) on first use: inside the
+        worker's own event loop."""
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                try:
+                    pool = await asyncpg.create_pool(
+                        self._url, min_size=1, max_size=self._pool_size, command_timeout=30
+                    )
+                except (TimeoutError, OSError, asyncpg.PostgresError) as err:
+                    raise _unavailable(err) from err
+                try:
+                    async with pool.acquire() as connection:
+                        await self._migrate(connection)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool = pool
+        return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Db]:
+        pool = await self._connected()
+        try:
+            async with pool.acquire() as connection:
+                yield connection
+        except (NotFound, Conflict):
+            raise
+        except asyncpg.DiskFullError as err:
+            raise StorageFull("the catalog's disk is full: the change was not recorded") from err
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise _unavailable(err) from err
+
+    async def _migrate(self, connection: Db) -> None:
+        async with connection.transaction():
+            # Several instances may start at once: one migrates, the others wait here
+            # and then find the work done.
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            version = await connection.fetchval(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations"
+            )
+            if version > len(MIGRATIONS):
+                raise StorageUnavailable(
+                    f"the catalog has schema version {version}, newer than this program's "
+                    f"{len(MIGRATIONS)}: upgrade imagestore"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                await connection.execute(MIGRATIONS[number])
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)", number + 1
+                )
+
+    def close(self) -> None:
+        """What is open is dropped (nothing is pending: every mutation has committed or
+        rolled back); PostgreSQL ends the sessions, the publisher's lock with them."""
+        pool, leader = self._pool, self._leader
+        self._pool = self._leader = None
+        for connections in (pool, leader):
+            if connections is not None:
+                try:
+                    connections.terminate()
+                except RuntimeError:  # its event loop is closed already: so are they
+                    pass
+
+    async def ping(self) -> None:
+        async with self._connection() as connection:
+            await connection.fetchval("SELECT 1")
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def change_token(self) -> int:
+        async with self._connection() as connection:
+            return int(
+                await connection.fetchval("SELECT value FROM counters WHERE name = 'changes'")
+            )
+
+    async def album_names(self) -> list[str]:
+        async with self._connection() as connection:
+            rows = await connection.fetch("SELECT name FROM albums ORDER BY name")
+        return [row[0] for row in rows]
+
+    async def album_id(self, album: str) -> int:
+        async with self._connection() as connection:
+            found = await connection.fetchval("SELECT id FROM albums WHERE name = $1", album)
+        if found is None:
+            raise NotFound(f"album {album} does not exist")
+        return int(found)
+
+    async def image_names(self, album: str) -> list[str]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT i.name FROM albums a LEFT JOIN images i ON i.album_id = a.id "
+                "WHERE a.name = $1 ORDER BY i.name",
+                album,
+            )
+        if not rows:
+            raise NotFound(f"album {album} does not exist")
+        return [row[0] for row in rows if row[0] is not None]
+
+    async def image_exists(self, album: str, image: str) -> bool:
+        async with self._connection() as connection:
+            found = await connection.fetchval(
+                "SELECT 1 FROM images i JOIN albums a ON i.album_id = a.id "
+                "WHERE a.name = $1 AND i.name = $2",
+                album,
+                image,
+            )
+        return found is not None
+
+    async def find_image(self, album: str, image: str) -> ImageRecord:
+        async with self._connection() as connection:
+            row = await connection.fetchrow(
+                "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, "
+                "i.blob_key FROM images i JOIN albums a ON i.album_id = a.id "
+                "WHERE a.name = $1 AND i.name = $2",
+                album,
+                image,
+            )
+            if row is None:
+                if await connection.fetchval("SELECT 1 FROM albums WHERE name = $1", album):
+                    raise NotFound(f"image {image} does not exist in album {album}")
+                raise NotFound(f"album {album} does not exist")
+        return ImageRecord(*row)
+
+    async def unreferenced(self, blob_keys: list[str]) -> list[str]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT key FROM blobs WHERE key = ANY($1::text[])", blob_keys
+            )
+        known = {row[0] for row in rows}
+        return [key for key in blob_keys if key not in known]
+
+    # --- the outbox ------------------------------------------------------------------
+
+    async def pending_events(self, after_id: int, limit: int) -> list[events.OutboxEvent]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT id, payload FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
+                after_id,
+                limit,
+            )
+        return [events.OutboxEvent.from_row(int(row[0]), row[1]) for row in rows]
+
+    async def forget_events(self, up_to_id: int) -> None:
+        async with self._connection() as connection:
+            await connection.execute("DELETE FROM outbox WHERE id <= $1", up_to_id)
+
+    async def events_pending(self) -> int:
+        async with self._connection() as connection:
+            return int(await connection.fetchval("SELECT count(*) FROM outbox"))
+
+    async def events_dropped(self) -> int:
+        async with self._connection() as connection:
+            return int(
+                await connection.fetchval(
+                    "SELECT value FROM counters WHERE name = 'events_dropped'"
+                )
+            )
+
+    async def lead(self) -> bool:
+        """Whether this process is the one publisher of the outbox: it holds a session
+        advisory lock on a connection of its own, released by PostgreSQL when that
+        connection ends (a crashed instance's lock goes with it). Call it again to
+        learn whether the lead still holds, or to try to take it over."""
+        try:
+            if self._leader is not None and not self._leader.is_closed():
+                await self._leader.fetchval("SELECT 1")
+                return True
+            self._leader = None
+            leader = await asyncpg.connect(self._url, timeout=10)
+            if await leader.fetchval("SELECT pg_try_advisory_lock($1)", PUBLISHER_LOCK):
+                self._leader = leader
+                return True
+            await leader.close()
+            return False
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if self._leader is not None:
+                self._leader.terminate()
+                self._leader = None
+            return False
+
+    # --- mutations --------------------------------------------------------------------
+
+    async def _commit(self, connection: Db, event: EventText | None) -> None:
+        """The last statements of every mutation: draw the next change number (the
+        lock on the counter row is held until commit: see the module docstring), and
+        record the event under it."""
+        number = int(
+            await connection.fetchval(
+                "UPDATE counters SET value = value + 1 WHERE name = 'changes' RETURNING value"
+            )
+        )
+        if self._outbox_limit is None or event is None:
+            return
+        await connection.execute("INSERT INTO outbox (id, payload) VALUES ($1, $2)", number, event)
+        oldest = int(await connection.fetchval("SELECT min(id) FROM outbox"))
+        if number - oldest + 1 > self._outbox_limit:
+            dropped = await connection.fetchval(
+                "WITH gone AS (DELETE FROM outbox WHERE id <= $1 RETURNING 1) "
+                "SELECT count(*) FROM gone",
+                number - self._outbox_limit,
+            )
+            await connection.execute(
+                "UPDATE counters SET value = value + $1 WHERE name = 'events_dropped'", dropped
+            )
+            now = time.monotonic()
+            if now - self._last_drop_warning > DROP_WARNING_INTERVAL:
+                self._last_drop_warning = now
+                log.warning(
+                    "the event outbox is full (%d events): dropped the oldest", self._outbox_limit
+                )
+
+    async def _mutate(self, change: Callable[[Db], Awaitable[T]]) -> T:
+        async with self._connection() as connection, connection.transaction():
+            return await change(connection)
+
+    @staticmethod
+    async def _album_row_id(connection: Db, album: str, lock: bool = True) -> int:
+        found = await connection.fetchval(
+            "SELECT id FROM albums WHERE name = $1" + (" FOR UPDATE" if lock else ""), album
+        )
+        if found is None:
+            raise NotFound(f"album {album} does not exist")
+        return int(found)
+
+    @staticmethod
+    async def _release_blob(connection: Db, key: str, count: int = 1) -> bool:
+        """``count`` images fewer point at the blob; True when none does any more. One
+        statement takes the row's lock and counts down, so that concurrent deletes of
+        images sharing the blob count down one after the other."""
+        left = await connection.fetchval(
+            "UPDATE blobs SET refs = refs - $2 WHERE key = $1 RETURNING refs", key, count
+        )
+        if left != 0:
+            return False
+        await connection.execute("DELETE FROM blobs WHERE key = $1", key)
+        return True
+
+    async def create_album(self, album: str, event: EventText) -> None:
+        async def create(connection: Db) -> None:
+            try:
+                async with connection.transaction():
+                    await connection.execute(
+                        "INSERT INTO albums (name, created_at) VALUES ($1, $2)", album, time.time()
+                    )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"album {album} already exists") from None
+            await self._commit(connection, event)
+
+        await self._mutate(create)
+
+    async def delete_album(self, album: str, event: EventText) -> list[str]:
+        async def delete(connection: Db) -> list[str]:
+            album_id = await self._album_row_id(connection, album)
+            rows = await connection.fetch(
+                "WITH gone AS (DELETE FROM images WHERE album_id = $1 RETURNING blob_key) "
+                "SELECT blob_key, count(*) FROM gone GROUP BY blob_key ORDER BY blob_key",
+                album_id,
+            )
+            freed = [row[0] for row in rows if await self._release_blob(connection, row[0], row[1])]
+            await connection.execute("DELETE FROM albums WHERE id = $1", album_id)
+            await self._commit(connection, event)
+            return freed
+
+        return await self._mutate(delete)
+
+    async def rename_album(self, album: str, new_name: str, event: EventText) -> None:
+        async def rename(connection: Db) -> None:
+            album_id = await self._album_row_id(connection, album)
+            try:
+                async with connection.transaction():
+                    await connection.execute(
+                        "UPDATE albums SET name = $1 WHERE id = $2", new_name, album_id
+                    )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"album {new_name} already exists") from None
+            await self._commit(connection, event)
+
+        await self._mutate(rename)
+
+    async def add_image(self, album_id: int, record: ImageRecord, event_of: EventOf) -> AddedImage:
+        async def add(connection: Db) -> AddedImage:
+            # The album row locked: a delete of the album waits for this insert or
+            # has happened before it (then NotFound).
+            name = await connection.fetchval(
+                "SELECT name FROM albums WHERE id = $1 FOR SHARE", album_id
+            )
+            if name is None:  # deleted while the image was arriving
+                raise NotFound(f"album {record.album} does not exist")
+            # One blob per content: an existing one gains a reference; ours is then
+            # redundant (the caller removes it).
+            key = await connection.fetchval(
+                "INSERT INTO blobs (key, sha256, size, refs) VALUES ($1, $2, $3, 1) "
+                "ON CONFLICT (sha256) DO UPDATE SET refs = blobs.refs + 1 RETURNING key",
+                record.blob_key,
+                record.sha256,
+                record.size,
+            )
+            stored = ImageRecord(
+                name,
+                record.name,
+                record.size,
+                record.sha256,
+                record.content_type,
+                record.created_at,
+                key,
+            )
+            try:
+                async with connection.transaction():
+                    await connection.execute(
+                        "INSERT INTO images (album_id, name, size, sha256, content_type, "
+                        "created_at, blob_key) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        album_id,
+                        stored.name,
+                        stored.size,
+                        stored.sha256,
+                        stored.content_type,
+                        stored.created_at,
+                        stored.blob_key,
+                    )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"image {stored.name} already exists in album {name}") from None
+            await self._commit(connection, event_of(stored))
+            return AddedImage(stored, record.blob_key if key != record.blob_key else None)
+
+        return await self._mutate(add)
+
+    @staticmethod
+    async def _image_row(connection: Db, album: str, image: str) -> tuple[int, str]:
+        album_id = await PostgresCatalog._album_row_id(connection, album, lock=False)
+        row = await connection.fetchrow(
+            "SELECT id, blob_key FROM images WHERE album_id = $1 AND name = $2 FOR UPDATE",
+            album_id,
+            image,
+        )
+        if row is None:
+            raise NotFound(f"image {image} does not exist in album {album}")
+        return int(row[0]), str(row[1])
+
+    async def delete_image(self, album: str, image: str, event: EventText) -> str | None:
+        async def delete(connection: Db) -> str | None:
+            image_id, blob_key = await self._image_row(connection, album, image)
+            await connection.execute("DELETE FROM images WHERE id = $1", image_id)
+            freed = await self._release_blob(connection, blob_key)
+            await self._commit(connection, event)
+            return blob_key if freed else None
+
+        return await self._mutate(delete)
+
+    async def rename_image(self, album: str, image: str, new_name: str, event: EventText) -> None:
+        async def rename(connection: Db) -> None:
+            image_id, _ = await self._image_row(connection, album, image)
+            try:
+                async with connection.transaction():
+                    await connection.execute(
+                        "UPDATE images SET name = $1 WHERE id = $2", new_name, image_id
+                    )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"image {new_name} already exists in album {album}") from None
+            await self._commit(connection, event)
+
+        await self._mutate(rename)
