@@ -12,7 +12,7 @@ BUILD := $(VENV)/.build-installed
 BENCH := $(VENV)/.bench-installed
 EXE := dist/imagestore
 # What the executable is made of: a change to any of these rebuilds it.
-EXE_SOURCES := build.spec $(wildcard *.py handlers/*.py store/*.py notify/*.py) \
+EXE_SOURCES := build.spec $(wildcard *.py handlers/*.py store/*.py notify/*.py cli/*.py) \
 	$(shell find static -type f)
 # PyInstaller needs the shared libpython of the Python it runs on (Debian's python3
 # ships it apart, in libpythonX.Y); evaluated only once the virtualenv exists.
@@ -58,9 +58,13 @@ lint: $(DEV)
 system-deps:
 	scripts/ensure-debian-packages python3=python3 py:ensurepip=python3-venv
 
-# The tests start their own private brokers, and load the Swagger page in Debian's Chromium.
+# The tests start their own private brokers and PostgreSQL clusters (Debian's server
+# programs, never a server the machine may run), an nginx in front of several instances,
+# and load the Swagger page in Debian's Chromium.
 test-system-deps:
-	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto chromium=chromium openssl=openssl
+	scripts/ensure-debian-packages mosquitto=mosquitto mosquitto_passwd=mosquitto \
+		chromium=chromium openssl=openssl 'glob:/usr/lib/postgresql/*/bin/initdb=postgresql' \
+		psql=postgresql-client nginx=nginx
 
 # binutils: objcopy appends the bundle to PyInstaller's bootloader, strip slims libraries.
 build-system-deps: | $(PY)

@@ -88,12 +88,33 @@ SCHEMAS: dict[str, Document] = {
             "storage": {
                 "type": "object",
                 "properties": {
-                    "freeBytes": {"type": "integer", "minimum": 0},
+                    "freeBytes": {"type": "integer", "minimum": 0, "nullable": True},
                     "minFreeBytes": {"type": "integer", "minimum": 0},
                     "uploadsRefused": {"type": "boolean"},
                 },
             },
         },
+    },
+}
+
+_BACKEND_STATE: Document = {
+    "type": "object",
+    "required": ["reachable"],
+    "properties": {
+        "reachable": {"type": "boolean"},
+        "latencyMs": {"type": "number", "minimum": 0},
+        "error": {"type": "string"},
+    },
+}
+SCHEMAS["Health"]["properties"] |= {"catalog": _BACKEND_STATE, "blobs": _BACKEND_STATE}
+SCHEMAS["Unhealthy"] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "example": "the catalog is unreachable: connection refused"},
+        "status": {"type": "string", "enum": ["unavailable"]},
+        "catalog": _BACKEND_STATE,
+        "blobs": _BACKEND_STATE,
     },
 }
 

@@ -91,6 +91,7 @@ class OutboxPublisher:
         self._forgetting = False
         self._pumping = False
         self._pump_again = False
+        self._leading_now: bool | None = None
         self._failing_since: float | None = None
         self._stopped = False
         # Each outbox row goes to each topic, in row order; it is forgotten only once
@@ -240,6 +241,8 @@ class OutboxPublisher:
     async def _hand_over(self) -> None:
         if not self.connected or self._stopped or not self._topics:
             return
+        if not await self._leading():
+            return
         room = (self._settings.window - len(self._in_flight)) // len(self._topics)
         if room <= 0:
             return
@@ -249,6 +252,19 @@ class OutboxPublisher:
                 info = self._client.publish(topic, payload, qos=1)
                 self._in_flight[info.mid] = event.id
             self._handed_up_to = event.id
+
+    async def _leading(self) -> bool:
+        """Whether this process publishes: instances sharing a catalog elect one (the
+        catalog's lead); the others stand by and take over when it goes."""
+        leading = await self._store.lead()
+        if leading != self._leading_now:
+            self._leading_now = leading
+            if leading:
+                log.info("this instance publishes the event outbox")
+                self._handed_up_to = 0  # from the oldest unacknowledged: the last lead's too
+            else:
+                log.info("another instance publishes the event outbox: this one stands by")
+        return leading
 
     def _acknowledged(self, mid: int) -> None:
         if self._in_flight.pop(mid, None) is None:

@@ -7,11 +7,13 @@ leaves at worst an orphan blob, which the sweep removes, and never an image with
 its bytes), builds each change's event and raises domain errors (store.errors).
 """
 
+import asyncio
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from store import events
 from store.errors import (
@@ -91,6 +93,10 @@ class ImageStore:
         """The broker has every event up to ``up_to_id``: drop them from the outbox."""
         await self.catalog.forget_events(up_to_id)
 
+    async def lead(self) -> bool:
+        """Whether this process is the one that publishes the outbox (see Catalog.lead)."""
+        return await self.catalog.lead()
+
     async def events_pending(self) -> int:
         return await self.catalog.events_pending()
 
@@ -98,6 +104,28 @@ class ImageStore:
         return await self.catalog.events_dropped()
 
     # --- albums -------------------------------------------------------------------
+
+    async def check_backends(self, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+        """Whether the catalog and the blob store answer, and how fast (for /healthz):
+        {"catalog": {"reachable": ..., "latencyMs": ..., "error": ...}, "blobs": ...}."""
+
+        async def check(ping: Callable[[], Awaitable[None]], what: str) -> dict[str, Any]:
+            began = time.perf_counter()
+            try:
+                await asyncio.wait_for(ping(), timeout)
+            except StoreError as err:
+                return {"reachable": False, "error": str(err)}
+            except TimeoutError:
+                return {
+                    "reachable": False,
+                    "error": f"the {what} did not answer in {timeout:.0f} s",
+                }
+            return {"reachable": True, "latencyMs": round((time.perf_counter() - began) * 1000, 2)}
+
+        catalog, blobs = await asyncio.gather(
+            check(self.catalog.ping, "catalog"), check(self.blobs.ping, "blob store")
+        )
+        return {"catalog": catalog, "blobs": blobs}
 
     async def change_token(self) -> int:
         """Changes after every committed change, made by any process: what was read
@@ -165,8 +193,11 @@ class ImageStore:
     async def list_images(self, album: str) -> list[str]:
         return await self.catalog.image_names(validate_name(album, "album"))
 
-    async def begin_upload(self, album: str, image: str) -> "Upload":
-        """Start receiving an image. Fails early (404, 409) when it can already tell."""
+    async def begin_upload(
+        self, album: str, image: str, created_at: float | None = None
+    ) -> "Upload":
+        """Start receiving an image. Fails early (404, 409) when it can already tell.
+        ``created_at``: when the image was first stored (a copy keeps it); now if None."""
         album = validate_name(album, "album")
         # The upload belongs to the album, not to its name: renamed meanwhile, the
         # album still receives it.
@@ -177,6 +208,7 @@ class ImageStore:
         await self.check_room()
         key = new_key()
         upload = Upload(self, album_id, album, image, key, await self.blobs.begin(key))
+        upload.created_at = created_at
         self._uploads.add(upload)
         return upload
 
@@ -255,6 +287,7 @@ class Upload:
         self._sha256 = hashlib.sha256()
         self._head = bytearray()
         self._content_type: str | None = None
+        self.created_at: float | None = None
         # "receiving" -> "committing" -> "done"; or -> "aborted" from receiving.
         self._state = "receiving"
 
@@ -305,7 +338,7 @@ class Upload:
                 size=self._size,
                 sha256=self._sha256.hexdigest(),
                 content_type=self._content_type,
-                created_at=time.time(),
+                created_at=time.time() if self.created_at is None else self.created_at,
                 blob_key=self._key,
             )
         except BaseException:

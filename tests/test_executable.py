@@ -26,7 +26,7 @@ EXECUTABLE = os.path.join(ROOT, "dist", "imagestore")
 # What the executable is made of (as the Makefile's EXE_SOURCES).
 SOURCES = ["build.spec", *glob.glob("*.py", root_dir=ROOT)] + [
     os.path.relpath(path, ROOT)
-    for pattern in ("handlers/*.py", "store/*.py", "notify/*.py", "static/**/*")
+    for pattern in ("handlers/*.py", "store/*.py", "notify/*.py", "cli/*.py", "static/**/*")
     for path in glob.glob(os.path.join(ROOT, pattern), recursive=True)
     if os.path.isfile(path)
 ]
