@@ -79,6 +79,22 @@ MIGRATIONS = (
 )
 
 
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs its failures to reconnect with a traceback; an unreachable
+    database is a state to report, not a bug: one line, the reason in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {_unavailable(record.exc_info[1])}"
+            record.args = None
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("asyncpg").addFilter(_OneLine())
+logging.getLogger("asyncpg.pool").addFilter(_OneLine())
+
+
 def _unavailable(err: BaseException) -> StorageUnavailable:
     reason = getattr(err, "message", None) or str(err) or type(err).__name__
     return StorageUnavailable(f"the catalog is unavailable: {reason}")
