@@ -70,16 +70,15 @@ test-system-deps:
 build-system-deps: | $(PY)
 	scripts/ensure-debian-packages objcopy=binutils so:$(LIBPYTHON)=libpython$(PYTHON_VERSION)
 
-# Figures to read, not tests: bench/run.py measures the service from source and, when
-# built, dist/imagestore (its start-up with bench/startup.py) against dd and nginx, and
-# writes bench/results/; then the executable's (or the source's) memory after a burst.
+# Figures to read, not tests: bench/run.py measures the service from source against
+# nginx and dd (and dist/imagestore's cold start when it is built) and prints a table,
+# kept in bench/results/ (git-ignored). Options: make bench BENCH_ARGS="--compare HEAD~5".
 bench: $(BENCH) bench-system-deps
-	$(PY) bench/run.py
-	$(PY) bench/memory.py $(if $(wildcard $(EXE)),,--source)
+	$(PY) bench/run.py $(BENCH_ARGS)
 
-# The baselines and clients of bench/run.py, and a private broker.
+# The baselines (nginx with its WebDAV module, for PUT), wrk, and a private broker.
 bench-system-deps:
-	scripts/ensure-debian-packages wrk=wrk nginx=nginx curl=curl mosquitto=mosquitto
+	scripts/ensure-debian-packages wrk=wrk nginx=nginx mosquitto=mosquitto
 
 # The Docker image (needs a Docker engine): the same `make build` in its builder stage.
 docker:
