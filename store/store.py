@@ -57,6 +57,11 @@ class ImageStore:
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
 
+    @property
+    def running_uploads(self) -> int:
+        """Uploads begun and neither committed nor aborted yet."""
+        return len(self._uploads)
+
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()

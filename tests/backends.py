@@ -12,6 +12,7 @@ HTTP suite once more for postgresql+file would cost minutes and test no adapter 
 other two do not."""
 
 import os
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
@@ -81,7 +82,8 @@ class PostgresFileBackend(LocalBackend):
 class PostgresS3Backend(LocalBackend):
     """The cluster's pair: the PostgreSQL catalog (a fresh database) and S3 blobs in a
     fresh bucket of the session's private SeaweedFS. The sweep's age bound is off
-    (``sweep_min_age=0``) so that the tests see it sweep; test_s3.py checks the bound."""
+    (``sweep_min_age=0``) so that the tests see it sweep; test_s3.py checks the bound.
+    A prefix of its own in the session's bucket."""
 
     catalog_url: str = ""
     weed: SeaweedFS | None = None
@@ -154,6 +156,7 @@ def seaweedfs():
     """One private SeaweedFS for the session (a bucket per test). The in-process
     service finds it through the AWS SDKs' variables, set here for the session."""
     weed = SeaweedFS().start()
+    weed.session_bucket = weed.new_bucket()
     saved = {name: os.environ.get(name) for name in weed.env()}
     os.environ.update(weed.env())
     yield weed
@@ -173,7 +176,15 @@ def make_backend(request, name: str, data_dir) -> LocalBackend:
     if name == "postgresql+file":
         return PostgresFileBackend(data_dir, catalog_url=catalog_url)
     weed = request.getfixturevalue("seaweedfs")
-    return PostgresS3Backend(data_dir, catalog_url=catalog_url, weed=weed, bucket=weed.new_bucket())
+    # One bucket for the session, a prefix per test: SeaweedFS gives each bucket
+    # volumes of its own, and runs out of them after a few dozen buckets.
+    return PostgresS3Backend(
+        data_dir,
+        catalog_url=catalog_url,
+        weed=weed,
+        bucket=weed.session_bucket,
+        prefix=f"t-{uuid.uuid4().hex[:16]}",
+    )
 
 
 @pytest.fixture(params=HTTP_BACKENDS)

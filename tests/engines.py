@@ -230,6 +230,7 @@ class SeaweedFS:
             )
         }
         self._proc: subprocess.Popen | None = None
+        self.session_bucket = ""
 
     @property
     def endpoint(self) -> str:
