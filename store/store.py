@@ -57,6 +57,11 @@ class ImageStore:
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
 
+    @property
+    def running_uploads(self) -> int:
+        """Uploads begun and neither committed nor aborted yet."""
+        return len(self._uploads)
+
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()
@@ -234,7 +239,11 @@ class ImageStore:
     async def open_image(self, album: str, image: str) -> "ImageReader":
         """The image's record and an open reader of its bytes, valid even if the image
         is deleted meanwhile."""
-        record = await self.get_image(album, image)
+        return await self.open_record(await self.get_image(album, image))
+
+    async def open_record(self, record: ImageRecord) -> "ImageReader":
+        """An open reader of the bytes of ``record`` (from get_image): NotFound if the
+        image was deleted meanwhile."""
         try:
             reader = await self.blobs.open(record.blob_key)
         except NotFound:

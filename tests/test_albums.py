@@ -1,7 +1,7 @@
 """Albums: every endpoint's success body and each error, asserted exactly."""
 
 import pytest
-from conftest import blob_files, body_json
+from conftest import body_json
 
 
 @pytest.mark.gen_test
@@ -41,7 +41,7 @@ async def test_creating_a_taken_album_is_409(api):
 
 
 @pytest.mark.gen_test
-async def test_renaming_onto_a_taken_album_is_409_and_changes_nothing(api, data_dir):
+async def test_renaming_onto_a_taken_album_is_409_and_changes_nothing(api, backend):
     await api.create_album("a")
     await api.create_album("b")
     response = await api.request("PATCH", "/albums/a", {"albumName": "b"})
@@ -94,16 +94,16 @@ async def test_an_oversized_json_body_is_413(api):
 
 
 @pytest.mark.gen_test
-async def test_deleting_an_album_deletes_its_images_and_their_files(api, data_dir):
+async def test_deleting_an_album_deletes_its_images_and_their_files(api, backend):
     from images import png
 
     await api.create_album("pets")
     for index in range(3):
         assert (await api.upload("pets", f"{index}.png", png(padding=index))).code == 200
-    assert len(blob_files(data_dir)) == 3
+    assert len(backend.published()) == 3
     response = await api.request("DELETE", "/albums/pets")
     assert response.code == 200
-    assert blob_files(data_dir) == []
+    assert backend.published() == []
     await api.create_album("pets")
     assert body_json(await api.list_images("pets")) == {"imageList": []}
 

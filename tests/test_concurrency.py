@@ -3,11 +3,10 @@ the temp folder agree, every race has exactly one winner, and nothing answers 5x
 
 import asyncio
 import hashlib
-import os
 import random
 
 import pytest
-from conftest import Api, blob_files, body_json, files_under
+from conftest import Api, body_json
 from images import JPEG, png
 from tornado.httpclient import AsyncHTTPClient
 
@@ -35,17 +34,12 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def blob_hashes(data_dir) -> list[str]:
-    blobs = data_dir / "blobs"
-    out = []
-    for rel in files_under(blobs):
-        with open(blobs / rel, "rb") as handle:
-            out.append(sha(handle.read()))
-    return sorted(out)
+def blob_hashes(backend) -> list[str]:
+    return sorted(sha(data) for data in backend.blob_bytes())
 
 
-def temp_files(data_dir) -> list[str]:
-    return os.listdir(data_dir / "blobs" / "tmp")
+def temp_files(backend) -> list[str]:
+    return backend.unfinished()
 
 
 async def upload(api: Api, album: str, name: str, data: bytes, multipart: bool):
@@ -60,7 +54,7 @@ async def listed(api: Api, album: str) -> list[str]:
     return body_json(response)["imageList"]
 
 
-async def assert_album_holds(api: Api, data_dir, album: str, expected: dict[str, bytes]) -> None:
+async def assert_album_holds(api: Api, backend, album: str, expected: dict[str, bytes]) -> None:
     """The album lists exactly ``expected``, each downloads with its bytes, and the
     blob folder holds exactly these images' bytes (no orphan, no missing blob)."""
     assert await listed(api, album) == sorted(expected)
@@ -68,8 +62,8 @@ async def assert_album_holds(api: Api, data_dir, album: str, expected: dict[str,
         response = await api.download(album, name)
         assert response.code == 200, (name, response.code)
         assert response.body == data, name
-    assert blob_hashes(data_dir) == sorted(sha(data) for data in expected.values())
-    assert temp_files(data_dir) == []
+    assert blob_hashes(backend) == sorted(sha(data) for data in expected.values())
+    assert temp_files(backend) == []
 
 
 def assert_no_5xx(responses) -> None:
@@ -81,7 +75,7 @@ def assert_no_5xx(responses) -> None:
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_many_simultaneous_uploads_and_renames_end_consistent(wide_api, data_dir):
+async def test_many_simultaneous_uploads_and_renames_end_consistent(wide_api, backend):
     api = wide_api
     assert (await api.create_album("pets")).code == 200
     old = {f"old{i:02}.png": image_bytes(100 + i, 30 * KiB * (i % 4)) for i in range(20)}
@@ -108,11 +102,11 @@ async def test_many_simultaneous_uploads_and_renames_end_consistent(wide_api, da
     for name, data in old.items():
         expected[renames.get(name, name)] = data
     assert len(expected) == 60
-    await assert_album_holds(api, data_dir, "pets", expected)
+    await assert_album_holds(api, backend, "pets", expected)
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_simultaneous_uploads_into_several_albums_and_deletes_of_others(wide_api, data_dir):
+async def test_simultaneous_uploads_into_several_albums_and_deletes_of_others(wide_api, backend):
     """Uploads into three albums while images of a fourth are deleted one by one."""
     api = wide_api
     for album in ("a", "b", "c", "gone"):
@@ -142,8 +136,8 @@ async def test_simultaneous_uploads_into_several_albums_and_deletes_of_others(wi
         assert await listed(api, album) == sorted(expected)
         for name, data in expected.items():
             assert (await api.download(album, name)).body == data
-    assert blob_hashes(data_dir) == sorted(sha(d) for d in plan.values())
-    assert temp_files(data_dir) == []
+    assert blob_hashes(backend) == sorted(sha(d) for d in plan.values())
+    assert temp_files(backend) == []
 
 
 # --- races for one name ---------------------------------------------------------------
@@ -151,7 +145,7 @@ async def test_simultaneous_uploads_into_several_albums_and_deletes_of_others(wi
 
 @pytest.mark.gen_test(timeout=120)
 @pytest.mark.parametrize("racers", [2, 8, 20])
-async def test_uploads_racing_for_one_name_have_exactly_one_winner(wide_api, data_dir, racers):
+async def test_uploads_racing_for_one_name_have_exactly_one_winner(wide_api, backend, racers):
     api = wide_api
     assert (await api.create_album("pets")).code == 200
     for round_ in range(4):
@@ -178,13 +172,13 @@ async def test_uploads_racing_for_one_name_have_exactly_one_winner(wide_api, dat
         response = await api.download("pets", name)
         assert response.code == 200 and response.body == contents[winner]
     assert await listed(api, "pets") == [f"same{r}.png" for r in range(4)]
-    assert len(blob_files(data_dir)) == 4
-    assert temp_files(data_dir) == []
+    assert len(backend.published()) == 4
+    assert temp_files(backend) == []
 
 
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("racers", [2, 8])
-async def test_renames_onto_one_target_have_exactly_one_winner(wide_api, data_dir, racers):
+async def test_renames_onto_one_target_have_exactly_one_winner(wide_api, backend, racers):
     api = wide_api
     assert (await api.create_album("pets")).code == 200
     images = {f"src{i}.png": image_bytes(i, 10 * KiB) for i in range(racers)}
@@ -208,11 +202,11 @@ async def test_renames_onto_one_target_have_exactly_one_winner(wide_api, data_di
         if response.code == 409:
             assert body_json(response) == {"error": "image target.png already exists in album pets"}
     expected = {("target.png" if name == winner else name): data for name, data in images.items()}
-    await assert_album_holds(api, data_dir, "pets", expected)
+    await assert_album_holds(api, backend, "pets", expected)
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_album_renames_onto_one_target_have_exactly_one_winner(wide_api, data_dir):
+async def test_album_renames_onto_one_target_have_exactly_one_winner(wide_api, backend):
     api = wide_api
     sources = [f"album{i}" for i in range(8)]
     for index, album in enumerate(sources):
@@ -227,11 +221,11 @@ async def test_album_renames_onto_one_target_have_exactly_one_winner(wide_api, d
     albums = body_json(await api.request("GET", "/albums"))["albumList"]
     assert albums == sorted([a for i, a in enumerate(sources) if i != winner] + ["target"])
     assert (await api.download("target", "x.png")).body == image_bytes(winner, 1000)
-    assert len(blob_files(data_dir)) == 8
+    assert len(backend.published()) == 8
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_an_upload_and_a_rename_racing_for_one_name_have_one_winner(wide_api, data_dir):
+async def test_an_upload_and_a_rename_racing_for_one_name_have_one_winner(wide_api, backend):
     api = wide_api
     assert (await api.create_album("pets")).code == 200
     for round_ in range(6):
@@ -248,8 +242,8 @@ async def test_an_upload_and_a_rename_racing_for_one_name_have_one_winner(wide_a
         assert body == (uploaded if upload_response.code == 200 else renamed)
         names = await listed(api, "pets")
         assert target in names and (source in names) == (upload_response.code == 200)
-    assert temp_files(data_dir) == []
-    assert len(blob_files(data_dir)) == len(await listed(api, "pets"))
+    assert temp_files(backend) == []
+    assert len(backend.published()) == len(await listed(api, "pets"))
 
 
 # --- album deletes while uploads run into it ------------------------------------------
@@ -257,7 +251,7 @@ async def test_an_upload_and_a_rename_racing_for_one_name_have_one_winner(wide_a
 
 @pytest.mark.gen_test(timeout=120)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_album_deletes_during_uploads_leave_no_orphans(wide_api, data_dir, seed):
+async def test_album_deletes_during_uploads_leave_no_orphans(wide_api, backend, seed):
     api = wide_api
     rng = random.Random(seed)
     assert (await api.create_album("pets")).code == 200
@@ -300,12 +294,12 @@ async def test_album_deletes_during_uploads_leave_no_orphans(wide_api, data_dir,
     response = await api.list_images("pets")
     assert response.code == 404
     assert body_json(await api.request("GET", "/albums")) == {"albumList": []}
-    assert blob_files(data_dir) == []
-    assert temp_files(data_dir) == []
+    assert backend.published() == []
+    assert temp_files(backend) == []
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_album_deleted_once_during_uploads_keeps_only_what_it_lists(wide_api, data_dir):
+async def test_album_deleted_once_during_uploads_keeps_only_what_it_lists(wide_api, backend):
     """One delete and one recreate in the middle of 40 uploads: whatever ends 200
     and is still listed has its blob; nothing else has one."""
     api = wide_api
@@ -334,12 +328,12 @@ async def test_album_deleted_once_during_uploads_keeps_only_what_it_lists(wide_a
     assert all(codes[name] == 200 for name in names), (names, codes)
     for name in names:
         assert (await api.download("pets", name)).body == contents[name]
-    assert blob_hashes(data_dir) == sorted(sha(contents[name]) for name in names)
-    assert temp_files(data_dir) == []
+    assert blob_hashes(backend) == sorted(sha(contents[name]) for name in names)
+    assert temp_files(backend) == []
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_image_deletes_racing_with_downloads_and_each_other(wide_api, data_dir):
+async def test_image_deletes_racing_with_downloads_and_each_other(wide_api, backend):
     api = wide_api
     assert (await api.create_album("pets")).code == 200
     images = {
@@ -365,5 +359,5 @@ async def test_image_deletes_racing_with_downloads_and_each_other(wide_api, data
             name = response.request.url.rsplit("/", 1)[1]
             assert response.body == images[name]
     assert await listed(api, "pets") == []
-    assert blob_files(data_dir) == []
-    assert temp_files(data_dir) == []
+    assert backend.published() == []
+    assert temp_files(backend) == []

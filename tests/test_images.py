@@ -9,7 +9,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import blob_files, body_json, files_under
+from conftest import body_json
 from images import ACCEPTED, NOT_IMAGES, png
 
 LIMIT = 64 * 1024
@@ -75,22 +75,32 @@ async def upload(
     return await api.put_image(album, name, data, headers={"Content-Type": content_type})
 
 
-def blobs(data_dir) -> list[str]:
-    return blob_files(data_dir)
+def blobs(backend) -> list[str]:
+    return backend.published()
 
 
-def temps(data_dir) -> list[str]:
-    return files_under(data_dir / "blobs" / "tmp")
+def temps(backend) -> list[str]:
+    return backend.unfinished()
 
 
-def blob_bytes(data_dir) -> list[bytes]:
-    return sorted((data_dir / "blobs" / name).read_bytes() for name in blobs(data_dir))
+def blob_bytes(backend) -> list[bytes]:
+    return backend.blob_bytes()
 
 
-async def assert_left_behind(api, data_dir, album: str, images: list[str]) -> None:
+async def until_uploads_running(store, count: int) -> None:
+    """Until the store has ``count`` uploads begun and not finished (the upload held in
+    memory or in the blob store, whichever the backend does)."""
+    for _ in range(1000):
+        if store.running_uploads == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{store.running_uploads} uploads running, not {count}")
+
+
+async def assert_left_behind(api, backend, album: str, images: list[str]) -> None:
     """Exactly ``images`` are listed, each with one blob, and no upload is pending."""
-    assert temps(data_dir) == []
-    assert len(blobs(data_dir)) == len(images)
+    assert temps(backend) == []
+    assert len(blobs(backend)) == len(images)
     response = await api.list_images(album)
     assert response.code == 200 and body_json(response) == {"imageList": images}
 
@@ -168,13 +178,13 @@ async def fetch_chunked(
 
 
 @pytest.mark.gen_test
-async def test_multipart_upload_list_download_delete(api, data_dir):
+async def test_multipart_upload_list_download_delete(api, backend):
     await api.create_album("a")
     response = await api.upload("a", "x.png", A)
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image added to album a"}
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
-    assert blob_bytes(data_dir) == [A]
+    await assert_left_behind(api, backend, "a", ["x.png"])
+    assert blob_bytes(backend) == [A]
 
     response = await api.download("a", "x.png")
     assert response.code == 200 and response.body == A
@@ -183,19 +193,19 @@ async def test_multipart_upload_list_download_delete(api, data_dir):
     response = await api.request("DELETE", "/albums/a/images/x.png")
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image deleted from album a"}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
     response = await api.download("a", "x.png")
     assert response.code == 404
     assert body_json(response) == {"error": "image x.png does not exist in album a"}
 
 
 @pytest.mark.gen_test
-async def test_raw_put_upload_has_the_same_sentence(api, data_dir):
+async def test_raw_put_upload_has_the_same_sentence(api, backend):
     await api.create_album("a")
     response = await api.put_image("a", "x.png", A)
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image added to album a"}
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
     response = await api.download("a", "x.png")
     assert response.code == 200 and response.body == A
 
@@ -208,7 +218,7 @@ async def test_an_empty_album_lists_no_image(api):
 
 
 @pytest.mark.gen_test
-async def test_images_are_listed_sorted_by_name(api, data_dir):
+async def test_images_are_listed_sorted_by_name(api, backend):
     await api.create_album("a")
     uploads = [
         ("zebra.png", "post"),
@@ -222,7 +232,7 @@ async def test_images_are_listed_sorted_by_name(api, data_dir):
         assert response.code == 200
         assert body_json(response) == {"message": f"{name} image added to album a"}
     await assert_left_behind(
-        api, data_dir, "a", ["Apple.png", "banana.jpg", "mango.gif", "zebra.png", "éclair.png"]
+        api, backend, "a", ["Apple.png", "banana.jpg", "mango.gif", "zebra.png", "éclair.png"]
     )
 
 
@@ -243,7 +253,7 @@ async def test_images_of_other_albums_are_not_listed(api):
 
 
 @pytest.mark.gen_test
-async def test_a_non_ascii_name_round_trips(api, data_dir):
+async def test_a_non_ascii_name_round_trips(api, backend):
     await api.create_album("álbum 猫")
     response = await api.upload("álbum 猫", "café 猫.png", A)
     assert response.code == 200
@@ -251,20 +261,20 @@ async def test_a_non_ascii_name_round_trips(api, data_dir):
     response = await api.put_image("álbum 猫", "thé.png", B)
     assert response.code == 200
     assert body_json(response) == {"message": "thé.png image added to album álbum 猫"}
-    await assert_left_behind(api, data_dir, "álbum 猫", ["café 猫.png", "thé.png"])
+    await assert_left_behind(api, backend, "álbum 猫", ["café 猫.png", "thé.png"])
     assert (await api.download("álbum 猫", "café 猫.png")).body == A
     assert (await api.download("álbum 猫", "thé.png")).body == B
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_names_are_nfc_normalised_on_every_operation(api, data_dir, how):
+async def test_names_are_nfc_normalised_on_every_operation(api, backend, how):
     nfd, nfc = "cafe\u0301.png", "caf\u00e9.png"
     await api.create_album("a")
     response = await upload(api, how, "a", nfd, A)
     assert response.code == 200
     assert body_json(response) == {"message": f"{nfc} image added to album a"}
-    await assert_left_behind(api, data_dir, "a", [nfc])
+    await assert_left_behind(api, backend, "a", [nfc])
     for name in (nfd, nfc):
         assert (await api.download("a", name)).body == A
     response = await upload(api, HOW[1 - HOW.index(how)], "a", nfc, B)
@@ -273,19 +283,19 @@ async def test_names_are_nfc_normalised_on_every_operation(api, data_dir, how):
     response = await api.request("DELETE", f"/albums/a/images/{api.path(nfd)}")
     assert response.code == 200
     assert body_json(response) == {"message": f"{nfc} image deleted from album a"}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
-async def test_rename_keeps_the_bytes_and_moves_no_file(api, data_dir):
+async def test_rename_keeps_the_bytes_and_moves_no_file(api, backend):
     await api.create_album("a")
     assert (await api.upload("a", "x.png", A)).code == 200
-    files_before = blobs(data_dir)
+    files_before = blobs(backend)
     response = await api.request("PATCH", "/albums/a/images/x.png", {"imageName": "y.png"})
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image modified to y.png"}
-    await assert_left_behind(api, data_dir, "a", ["y.png"])
-    assert blobs(data_dir) == files_before  # a catalog update: the blob did not move
+    await assert_left_behind(api, backend, "a", ["y.png"])
+    assert blobs(backend) == files_before  # a catalog update: the blob did not move
     response = await api.download("a", "y.png")
     assert response.code == 200 and response.body == A
     assert hashlib.sha256(response.body).hexdigest() == hashlib.sha256(A).hexdigest()
@@ -296,27 +306,27 @@ async def test_rename_keeps_the_bytes_and_moves_no_file(api, data_dir):
     response = await api.put_image("a", "x.png", B)
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image added to album a"}
-    await assert_left_behind(api, data_dir, "a", ["x.png", "y.png"])
+    await assert_left_behind(api, backend, "a", ["x.png", "y.png"])
     assert (await api.download("a", "x.png")).body == B
     assert (await api.download("a", "y.png")).body == A
 
 
 @pytest.mark.gen_test
-async def test_blob_files_follow_uploads_and_deletes(api, data_dir):
+async def test_blob_files_follow_uploads_and_deletes(api, backend):
     await api.create_album("a")
-    assert blobs(data_dir) == []
+    assert blobs(backend) == []
     contents = {f"{i}.png": png(padding=100 + i) for i in range(4)}
     for count, (name, data) in enumerate(contents.items(), start=1):
         assert (await upload(api, HOW[count % 2], "a", name, data)).code == 200
-        assert len(blobs(data_dir)) == count
-    assert blob_bytes(data_dir) == sorted(contents.values())
+        assert len(blobs(backend)) == count
+    assert blob_bytes(backend) == sorted(contents.values())
     for count, name in enumerate(["2.png", "0.png"], start=1):
         response = await api.request("DELETE", f"/albums/a/images/{name}")
         assert response.code == 200
         assert body_json(response) == {"message": f"{name} image deleted from album a"}
-        assert len(blobs(data_dir)) == 4 - count
-    assert blob_bytes(data_dir) == sorted([contents["1.png"], contents["3.png"]])
-    await assert_left_behind(api, data_dir, "a", ["1.png", "3.png"])
+        assert len(blobs(backend)) == 4 - count
+    assert blob_bytes(backend) == sorted([contents["1.png"], contents["3.png"]])
+    await assert_left_behind(api, backend, "a", ["1.png", "3.png"])
 
 
 # --- what is accepted, what is not ---------------------------------------------------
@@ -325,7 +335,7 @@ async def test_blob_files_follow_uploads_and_deletes(api, data_dir):
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("mime", sorted(ACCEPTED))
-async def test_every_accepted_format_is_served_with_its_sniffed_type(api, data_dir, how, mime):
+async def test_every_accepted_format_is_served_with_its_sniffed_type(api, backend, how, mime):
     data = ACCEPTED[mime]
     # The client lies about the name and the type: only the bytes count.
     lie_name, lie_type = (
@@ -339,7 +349,7 @@ async def test_every_accepted_format_is_served_with_its_sniffed_type(api, data_d
     assert response.code == 200
     assert response.headers["Content-Type"] == mime
     assert response.body == data
-    await assert_left_behind(api, data_dir, "a", [lie_name])
+    await assert_left_behind(api, backend, "a", [lie_name])
 
 
 @pytest.mark.gen_test
@@ -355,41 +365,41 @@ async def test_a_png_named_jpg_is_served_as_png(api, how):
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("kind", sorted(NOT_IMAGES))
-async def test_what_is_not_an_image_is_415_and_leaves_nothing(api, data_dir, how, kind):
+async def test_what_is_not_an_image_is_415_and_leaves_nothing(api, backend, how, kind):
     await api.create_album("a")
     for name, content_type in [(f"evil.{kind}", "image/svg+xml"), ("looks.png", "image/png")]:
         response = await upload(api, how, "a", name, NOT_IMAGES[kind], content_type=content_type)
         assert response.code == 415
         assert body_json(response) == {"error": NOT_AN_IMAGE}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_a_large_non_image_is_refused_while_streaming(api, data_dir, how):
+async def test_a_large_non_image_is_refused_while_streaming(api, backend, how):
     # Past the sniffing window (8 KiB), so refused during the upload, not at its end.
     await api.create_album("a")
     response = await upload(api, how, "a", "big.png", b"not an image at all. " * 2000)
     assert response.code == 415
     assert body_json(response) == {"error": NOT_AN_IMAGE}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_an_empty_file_is_400(api, data_dir, how):
+async def test_an_empty_file_is_400(api, backend, how):
     await api.create_album("a")
     response = await upload(api, how, "a", "x.png", b"")
     assert response.code == 400
     assert body_json(response) == {"error": "the file is empty"}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 # --- absent albums and images ----------------------------------------------------------
 
 
 @pytest.mark.gen_test
-async def test_a_missing_album_is_404_everywhere(api, data_dir):
+async def test_a_missing_album_is_404_everywhere(api, backend):
     missing = {"error": "album ghost does not exist"}
     for how in HOW:
         response = await upload(api, how, "ghost", "x.png", A)
@@ -402,11 +412,11 @@ async def test_a_missing_album_is_404_everywhere(api, data_dir):
     assert response.code == 404 and body_json(response) == missing
     response = await api.request("PATCH", "/albums/ghost/images/x.png", {"imageName": "y.png"})
     assert response.code == 404 and body_json(response) == missing
-    assert temps(data_dir) == [] and blobs(data_dir) == []
+    assert temps(backend) == [] and blobs(backend) == []
 
 
 @pytest.mark.gen_test
-async def test_a_missing_image_is_404(api, data_dir):
+async def test_a_missing_image_is_404(api, backend):
     await api.create_album("a")
     assert (await api.upload("a", "other.png", A)).code == 200
     missing = {"error": "image nope.png does not exist in album a"}
@@ -416,18 +426,18 @@ async def test_a_missing_image_is_404(api, data_dir):
     assert response.code == 404 and body_json(response) == missing
     response = await api.request("PATCH", "/albums/a/images/nope.png", {"imageName": "y.png"})
     assert response.code == 404 and body_json(response) == missing
-    await assert_left_behind(api, data_dir, "a", ["other.png"])
+    await assert_left_behind(api, backend, "a", ["other.png"])
 
 
 @pytest.mark.gen_test
-async def test_deleting_twice_is_404_the_second_time(api, data_dir):
+async def test_deleting_twice_is_404_the_second_time(api, backend):
     await api.create_album("a")
     assert (await api.upload("a", "x.png", A)).code == 200
     assert (await api.request("DELETE", "/albums/a/images/x.png")).code == 200
     response = await api.request("DELETE", "/albums/a/images/x.png")
     assert response.code == 404
     assert body_json(response) == {"error": "image x.png does not exist in album a"}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 # --- taken names ------------------------------------------------------------------------
@@ -435,26 +445,26 @@ async def test_deleting_twice_is_404_the_second_time(api, data_dir):
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_an_upload_onto_a_taken_name_is_409_and_keeps_the_first(api, data_dir, how):
+async def test_an_upload_onto_a_taken_name_is_409_and_keeps_the_first(api, backend, how):
     await api.create_album("a")
     assert (await api.upload("a", "x.png", A)).code == 200
     response = await upload(api, how, "a", "x.png", B)
     assert response.code == 409
     assert body_json(response) == {"error": "image x.png already exists in album a"}
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
-    assert blob_bytes(data_dir) == [A]
+    await assert_left_behind(api, backend, "a", ["x.png"])
+    assert blob_bytes(backend) == [A]
     assert (await api.download("a", "x.png")).body == A
 
 
 @pytest.mark.gen_test
-async def test_a_rename_onto_a_taken_name_is_409_and_changes_nothing(api, data_dir):
+async def test_a_rename_onto_a_taken_name_is_409_and_changes_nothing(api, backend):
     await api.create_album("a")
     assert (await api.upload("a", "x.png", A)).code == 200
     assert (await api.put_image("a", "y.png", B)).code == 200
     response = await api.request("PATCH", "/albums/a/images/x.png", {"imageName": "y.png"})
     assert response.code == 409
     assert body_json(response) == {"error": "image y.png already exists in album a"}
-    await assert_left_behind(api, data_dir, "a", ["x.png", "y.png"])
+    await assert_left_behind(api, backend, "a", ["x.png", "y.png"])
     assert (await api.download("a", "x.png")).body == A
     assert (await api.download("a", "y.png")).body == B
 
@@ -483,13 +493,13 @@ async def test_a_rename_onto_a_taken_name_is_409_and_changes_nothing(api, data_d
         ),
     ],
 )
-async def test_a_bad_rename_body_is_400_and_changes_nothing(api, data_dir, body, error):
+async def test_a_bad_rename_body_is_400_and_changes_nothing(api, backend, body, error):
     await api.create_album("a")
     assert (await api.upload("a", "x.png", A)).code == 200
     response = await api.request("PATCH", "/albums/a/images/x.png", body)
     assert response.code == 400
     assert body_json(response) == {"error": error}
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
     assert (await api.download("a", "x.png")).body == A
 
 
@@ -511,12 +521,12 @@ async def test_a_bad_rename_body_is_400_and_changes_nothing(api, data_dir, body,
         ("put", "a\\b.png", 'image name must not contain "\\"'),
     ],
 )
-async def test_a_bad_image_name_on_upload_is_400(api, data_dir, how, name, error):
+async def test_a_bad_image_name_on_upload_is_400(api, backend, how, name, error):
     await api.create_album("a")
     response = await upload(api, how, "a", name, A)
     assert response.code == 400
     assert body_json(response) == {"error": error}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
@@ -531,7 +541,7 @@ async def test_a_bad_image_name_on_upload_is_400(api, data_dir, how, name, error
     ],
 )
 async def test_a_multipart_filename_with_a_path_stores_its_base_name(
-    api, data_dir, filename, stored
+    api, backend, filename, stored
 ):
     # As the Go service did: only the last component of / and \\ paths names the image.
     await api.create_album("a")
@@ -539,7 +549,7 @@ async def test_a_multipart_filename_with_a_path_stores_its_base_name(
     assert response.code == 200
     assert body_json(response) == {"message": f"{stored} image added to album a"}
     assert (await api.download("a", stored)).body == A
-    await assert_left_behind(api, data_dir, "a", [stored])
+    await assert_left_behind(api, backend, "a", [stored])
 
 
 @pytest.mark.gen_test
@@ -553,13 +563,13 @@ async def test_a_multipart_filename_with_a_path_stores_its_base_name(
     ],
 )
 async def test_a_multipart_filename_whose_base_name_breaks_the_rules_is_400(
-    api, data_dir, filename, error
+    api, backend, filename, error
 ):
     await api.create_album("a")
     response = await api.upload("a", filename, A)
     assert response.code == 400
     assert body_json(response) == {"error": error}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 # --- size limits ------------------------------------------------------------------------
@@ -567,51 +577,51 @@ async def test_a_multipart_filename_whose_base_name_breaks_the_rules_is_400(
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_an_image_of_exactly_the_limit_is_accepted(api, data_dir, how):
+async def test_an_image_of_exactly_the_limit_is_accepted(api, backend, how):
     data = png_of_size(LIMIT)
     await api.create_album("a")
     response = await upload(api, how, "a", "x.png", data)
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image added to album a"}
     assert (await api.download("a", "x.png")).body == data
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_an_image_one_byte_over_the_limit_is_413(api, data_dir, how):
+async def test_an_image_one_byte_over_the_limit_is_413(api, backend, how):
     # For a multipart body this is caught while streaming (the body itself is
     # within the multipart allowance); for PUT by the declared Content-Length.
     await api.create_album("a")
     response = await upload(api, how, "a", "x.png", png_of_size(LIMIT + 1))
     assert response.code == 413
     assert body_json(response) == {"error": LIMIT_MESSAGE}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_a_declared_content_length_over_the_limit_is_413(api, data_dir, how):
+async def test_a_declared_content_length_over_the_limit_is_413(api, backend, how):
     await api.create_album("a")
     response = await upload(api, how, "a", "x.png", png_of_size(3 * LIMIT))
     assert response.code == 413
     assert body_json(response) == {"error": LIMIT_MESSAGE}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
-async def test_a_chunked_put_within_the_limit_is_stored(api, data_dir):
+async def test_a_chunked_put_within_the_limit_is_stored(api, backend):
     data = png_of_size(LIMIT - 100)
     await api.create_album("a")
     response = await fetch_chunked(api, "PUT", "/albums/a/images/x.png", data, "image/png")
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image added to album a"}
     assert (await api.download("a", "x.png")).body == data
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
 
 
 @pytest.mark.gen_test
-async def test_a_chunked_multipart_post_within_the_limit_is_stored(api, data_dir):
+async def test_a_chunked_multipart_post_within_the_limit_is_stored(api, backend):
     data = png_of_size(LIMIT - 100)
     await api.create_album("a")
     ctype, body = form(file_part("x.png", data))
@@ -619,11 +629,11 @@ async def test_a_chunked_multipart_post_within_the_limit_is_stored(api, data_dir
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image added to album a"}
     assert (await api.download("a", "x.png")).body == data
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
 
 
 @pytest.mark.gen_test
-async def test_a_chunked_put_over_the_limit_is_413_and_leaves_nothing(api, data_dir):
+async def test_a_chunked_put_over_the_limit_is_413_and_leaves_nothing(api, backend):
     await api.create_album("a")
     data = png_of_size(LIMIT + 1)
     response = await fetch_chunked(
@@ -631,11 +641,11 @@ async def test_a_chunked_put_over_the_limit_is_413_and_leaves_nothing(api, data_
     )
     assert response.code == 413
     assert body_json(response) == {"error": LIMIT_MESSAGE}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
-async def test_a_chunked_multipart_post_over_the_limit_is_413_and_leaves_nothing(api, data_dir):
+async def test_a_chunked_multipart_post_over_the_limit_is_413_and_leaves_nothing(api, backend):
     await api.create_album("a")
     ctype, body = form(file_part("x.png", png_of_size(LIMIT + 1)))
     response = await fetch_chunked(
@@ -643,11 +653,11 @@ async def test_a_chunked_multipart_post_over_the_limit_is_413_and_leaves_nothing
     )
     assert response.code == 413
     assert body_json(response) == {"error": LIMIT_MESSAGE}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
-async def test_oversized_other_form_fields_are_413(api, data_dir):
+async def test_oversized_other_form_fields_are_413(api, backend):
     await api.create_album("a")
     ctype, body = form(
         part('form-data; name="comment"', b"c" * (64 * 1024 + 1), None),
@@ -656,11 +666,11 @@ async def test_oversized_other_form_fields_are_413(api, data_dir):
     response = await post_form(api, "a", ctype, body)
     assert response.code == 413
     assert body_json(response) == {"error": 'form fields other than "file" exceed 65536 bytes'}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
-async def test_small_other_form_fields_are_ignored(api, data_dir):
+async def test_small_other_form_fields_are_ignored(api, backend):
     await api.create_album("a")
     ctype, body = form(
         part('form-data; name="comment"', b"a cat", None),
@@ -671,7 +681,7 @@ async def test_small_other_form_fields_are_ignored(api, data_dir):
     assert response.code == 200
     assert body_json(response) == {"message": "x.png image added to album a"}
     assert (await api.download("a", "x.png")).body == A
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
 
 
 # --- malformed multipart bodies ---------------------------------------------------------
@@ -730,13 +740,13 @@ def _bad_part_header():
         "bad-part-header",
     ],
 )
-async def test_a_malformed_multipart_body_is_400_and_leaves_nothing(api, data_dir, make, error):
+async def test_a_malformed_multipart_body_is_400_and_leaves_nothing(api, backend, make, error):
     await api.create_album("a")
     ctype, body = make()
     response = await post_form(api, "a", ctype, body)
     assert response.code == 400
     assert body_json(response) == {"error": error}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
@@ -753,17 +763,17 @@ async def test_a_malformed_multipart_body_is_400_and_leaves_nothing(api, data_di
         "multipart/mixed; boundary=7MA4YWxkTrZu0gW",
     ],
 )
-async def test_a_post_that_is_not_multipart_form_data_is_400(api, data_dir, content_type):
+async def test_a_post_that_is_not_multipart_form_data_is_400(api, backend, content_type):
     await api.create_album("a")
     _ctype, body = form(file_part("x.png", A))
     response = await post_form(api, "a", content_type, body if content_type else A)
     assert response.code == 400
     assert body_json(response) == {"error": EXPECTED_MULTIPART}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
-async def test_a_chunked_rename_body_over_the_json_limit_is_413(api, data_dir):
+async def test_a_chunked_rename_body_over_the_json_limit_is_413(api, backend):
     await api.create_album("a")
     assert (await api.upload("a", "x.png", A)).code == 200
     body = json.dumps({"imageName": "y" * (70 * 1024)}).encode()
@@ -772,14 +782,14 @@ async def test_a_chunked_rename_body_over_the_json_limit_is_413(api, data_dir):
     )
     assert response.code == 413
     assert body_json(response) == {"error": "the request body is larger than 65536 bytes"}
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
 
 
 # --- concurrency ------------------------------------------------------------------------
 
 
 @pytest.mark.gen_test
-async def test_concurrent_uploads_of_one_name_store_exactly_one(api, data_dir):
+async def test_concurrent_uploads_of_one_name_store_exactly_one(api, backend):
     await api.create_album("a")
     contents = [png(padding=200 + i) for i in range(6)]
     responses = await asyncio.gather(
@@ -791,13 +801,13 @@ async def test_concurrent_uploads_of_one_name_store_exactly_one(api, data_dir):
     for response in responses:
         if response.code == 409:
             assert body_json(response) == {"error": "image x.png already exists in album a"}
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
-    assert blob_bytes(data_dir) == [winner]
+    await assert_left_behind(api, backend, "a", ["x.png"])
+    assert blob_bytes(backend) == [winner]
     assert (await api.download("a", "x.png")).body == winner
 
 
 @pytest.mark.gen_test
-async def test_an_album_deleted_during_an_upload_makes_it_404(api, http_port, data_dir):
+async def test_an_album_deleted_during_an_upload_makes_it_404(api, http_port, backend, store):
     await api.create_album("a")
     data = png_of_size(LIMIT // 2)
     reader, writer = await open_raw(http_port)
@@ -814,11 +824,7 @@ async def test_an_album_deleted_during_an_upload_makes_it_404(api, http_port, da
             + data[:1000]
         )
         await writer.drain()
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if temps(data_dir):
-                break
-        assert len(temps(data_dir)) == 1
+        await until_uploads_running(store, 1)
         response = await api.request("DELETE", "/albums/a")
         assert response.code == 200
         writer.write(data[1000:])
@@ -828,13 +834,13 @@ async def test_an_album_deleted_during_an_upload_makes_it_404(api, http_port, da
         writer.close()
     assert code == 404
     assert json.loads(body) == {"error": "album a does not exist"}
-    assert temps(data_dir) == [] and blobs(data_dir) == []
+    assert temps(backend) == [] and blobs(backend) == []
     assert body_json(await api.request("GET", "/albums")) == {"albumList": []}
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_a_chunked_stream_that_goes_on_is_cut_off_at_the_limit(api, http_port, data_dir, how):
+async def test_a_chunked_stream_that_goes_on_is_cut_off_at_the_limit(api, http_port, backend, how):
     """The server answers 413 as soon as the limit is crossed, without waiting for
     the end of the body (here four times the limit, never finished)."""
     await api.create_album("a")
@@ -870,7 +876,7 @@ async def test_a_chunked_stream_that_goes_on_is_cut_off_at_the_limit(api, http_p
     assert code == 413
     assert json.loads(response_body) == {"error": LIMIT_MESSAGE}
     assert LIMIT < sent < 2 * LIMIT  # refused soon after the limit, long before the end
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 # --- refusals before the body is sent ---------------------------------------------------
@@ -878,7 +884,7 @@ async def test_a_chunked_stream_that_goes_on_is_cut_off_at_the_limit(api, http_p
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_a_missing_album_is_404_before_a_large_body_is_sent(api, http_port, data_dir, how):
+async def test_a_missing_album_is_404_before_a_large_body_is_sent(api, http_port, backend, how):
     path = "/albums/ghost/images" if how == "post" else "/albums/ghost/images/x.png"
     method = "POST" if how == "post" else "PUT"
     reader, writer = await open_raw(http_port)
@@ -903,12 +909,12 @@ async def test_a_missing_album_is_404_before_a_large_body_is_sent(api, http_port
     assert code == 404  # straight away, and no "100 Continue" before it
     assert headers["content-type"].startswith("application/json")
     assert json.loads(body) == {"error": "album ghost does not exist"}
-    assert temps(data_dir) == [] and blobs(data_dir) == []
+    assert temps(backend) == [] and blobs(backend) == []
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_a_declared_oversize_is_413_before_the_body_is_sent(api, http_port, data_dir, how):
+async def test_a_declared_oversize_is_413_before_the_body_is_sent(api, http_port, backend, how):
     await api.create_album("a")
     path = "/albums/a/images" if how == "post" else "/albums/a/images/x.png"
     method = "POST" if how == "post" else "PUT"
@@ -932,11 +938,11 @@ async def test_a_declared_oversize_is_413_before_the_body_is_sent(api, http_port
         writer.close()
     assert code == 413
     assert json.loads(body) == {"error": LIMIT_MESSAGE}
-    await assert_left_behind(api, data_dir, "a", [])
+    await assert_left_behind(api, backend, "a", [])
 
 
 @pytest.mark.gen_test
-async def test_a_put_onto_a_taken_name_is_409_before_the_body_is_sent(api, http_port, data_dir):
+async def test_a_put_onto_a_taken_name_is_409_before_the_body_is_sent(api, http_port, backend):
     await api.create_album("a")
     assert (await api.upload("a", "x.png", A)).code == 200
     reader, writer = await open_raw(http_port)
@@ -958,11 +964,11 @@ async def test_a_put_onto_a_taken_name_is_409_before_the_body_is_sent(api, http_
         writer.close()
     assert code == 409
     assert json.loads(body) == {"error": "image x.png already exists in album a"}
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
 
 
 @pytest.mark.gen_test
-async def test_expect_100_continue_is_honoured_for_an_acceptable_upload(api, http_port, data_dir):
+async def test_expect_100_continue_is_honoured_for_an_acceptable_upload(api, http_port, backend):
     await api.create_album("a")
     reader, writer = await open_raw(http_port)
     try:
@@ -988,7 +994,7 @@ async def test_expect_100_continue_is_honoured_for_an_acceptable_upload(api, htt
     assert code == 200
     assert json.loads(body) == {"message": "x.png image added to album a"}
     assert (await api.download("a", "x.png")).body == A
-    await assert_left_behind(api, data_dir, "a", ["x.png"])
+    await assert_left_behind(api, backend, "a", ["x.png"])
 
 
 # --- a client that goes away -----------------------------------------------------------
@@ -996,7 +1002,7 @@ async def test_expect_100_continue_is_honoured_for_an_acceptable_upload(api, htt
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("how", HOW)
-async def test_an_upload_cut_off_by_the_client_leaves_nothing(api, http_port, data_dir, how):
+async def test_an_upload_cut_off_by_the_client_leaves_nothing(api, http_port, backend, store, how):
     await api.create_album("a")
     data = png_of_size(LIMIT // 2)
     if how == "post":
@@ -1019,14 +1025,7 @@ async def test_an_upload_cut_off_by_the_client_leaves_nothing(api, http_port, da
         + body[: len(body) // 2]
     )
     await writer.drain()
-    for _ in range(100):  # let the server start the upload
-        await asyncio.sleep(0.01)
-        if temps(data_dir):
-            break
-    assert len(temps(data_dir)) == 1
+    await until_uploads_running(store, 1)  # the server has begun the upload
     writer.close()
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if not temps(data_dir):
-            break
-    await assert_left_behind(api, data_dir, "a", [])
+    await until_uploads_running(store, 0)
+    await assert_left_behind(api, backend, "a", [])

@@ -27,23 +27,26 @@ def q(name: str) -> str:
     return quote(name, safe="")
 
 
-def assert_data_dir_clean(data_dir, blob_count: int | None = None) -> None:
-    """The data folder holds only the catalog and blobs/; blobs are store-named files
-    two shard levels down; blobs/tmp/ is empty."""
-    entries = set(os.listdir(data_dir))
+def assert_data_dir_clean(backend, blob_count: int | None = None) -> None:
+    """The data folder holds only the catalog and blobs/ (when they are local); blobs
+    are store-named (with files, two shard levels down); no upload is left unfinished."""
+    data_dir = backend.data_dir
+    entries = set(os.listdir(data_dir)) if os.path.isdir(data_dir) else set()
     assert entries <= DATA_DIR_ENTRIES, entries - DATA_DIR_ENTRIES
-    assert "blobs" in entries  # and the catalog, when it is SQLite
-    assert set(os.listdir(data_dir / "blobs")) - {"tmp", "lock"} <= {
-        f"{a}{b}" for a in "0123456789abcdef" for b in "0123456789abcdef"
-    }
-    assert os.listdir(data_dir / "blobs" / "tmp") == []
-    blobs = blob_files(data_dir)
-    for blob in blobs:
-        parts = blob.split(os.sep)
-        assert len(parts) == 3, blob
-        shard1, shard2, key = parts
-        assert len(key) == 32 and all(c in "0123456789abcdef" for c in key), blob
-        assert (shard1, shard2) == (key[0:2], key[2:4]), blob
+    if backend.name.endswith("+file"):
+        assert "blobs" in entries  # and the catalog, when it is SQLite
+        assert set(os.listdir(data_dir / "blobs")) - {"tmp", "lock"} <= {
+            f"{a}{b}" for a in "0123456789abcdef" for b in "0123456789abcdef"
+        }
+        for blob in blob_files(data_dir):
+            parts = blob.split(os.sep)
+            assert len(parts) == 3, blob
+            shard1, shard2, key = parts
+            assert (shard1, shard2) == (key[0:2], key[2:4]), blob
+    assert backend.unfinished() == []
+    blobs = backend.published()
+    for key in blobs:
+        assert len(key) == 32 and all(c in "0123456789abcdef" for c in key), key
     if blob_count is not None:
         assert len(blobs) == blob_count, blobs
 
@@ -158,7 +161,7 @@ def test_accepted_names_are_what_the_brief_says():
 
 @pytest.mark.gen_test(timeout=30)
 @pytest.mark.parametrize("name", ACCEPTED_NAMES, ids=lambda n: repr(n)[:40])
-async def test_album_name_round_trip(api, data_dir, name):
+async def test_album_name_round_trip(api, data_dir, name, backend):
     response = await api.create_album(name)
     assert response.code == 200, response.body
     assert body_json(response) == {"message": f"{name} album added"}
@@ -190,12 +193,12 @@ async def test_album_name_round_trip(api, data_dir, name):
     assert response.code == 200, response.body
     assert body_json(response) == {"message": f"{name} album deleted"}
     assert await albums(api) == []
-    assert_data_dir_clean(data_dir, blob_count=0)
+    assert_data_dir_clean(backend, blob_count=0)
 
 
 @pytest.mark.gen_test(timeout=30)
 @pytest.mark.parametrize("name", ACCEPTED_NAMES, ids=lambda n: repr(n)[:40])
-async def test_image_name_round_trip(api, data_dir, name):
+async def test_image_name_round_trip(api, data_dir, name, backend):
     assert (await api.create_album("pets")).code == 200
     image = png(padding=7)
 
@@ -230,7 +233,7 @@ async def test_image_name_round_trip(api, data_dir, name):
     assert response.code == 200, response.body
     assert body_json(response) == {"message": f"{name} image deleted from album pets"}
     assert await images_of(api, "pets") == []
-    assert_data_dir_clean(data_dir, blob_count=0)
+    assert_data_dir_clean(backend, blob_count=0)
 
     response = await api.put_image("pets", name, JPEG)
     assert response.code == 200, response.body
@@ -239,11 +242,11 @@ async def test_image_name_round_trip(api, data_dir, name):
     assert response.code == 200 and response.body == JPEG
     assert response.headers["Content-Type"] == "image/jpeg"
     assert await images_of(api, "pets") == [name]
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_many_odd_names_coexist_sorted_in_one_album(api, data_dir):
+async def test_many_odd_names_coexist_sorted_in_one_album(api, data_dir, backend):
     assert (await api.create_album("mix")).code == 200
     for index, name in enumerate(ACCEPTED_NAMES):
         upload = api.upload if index % 2 else api.put_image
@@ -252,7 +255,7 @@ async def test_many_odd_names_coexist_sorted_in_one_album(api, data_dir):
     assert await images_of(api, "mix") == sorted(ACCEPTED_NAMES)
     for index, name in enumerate(ACCEPTED_NAMES):
         assert (await api.download("mix", name)).body == png(padding=index), name
-    assert_data_dir_clean(data_dir, blob_count=len(ACCEPTED_NAMES))
+    assert_data_dir_clean(backend, blob_count=len(ACCEPTED_NAMES))
 
 
 # --- NFC ------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ async def test_album_names_are_nfc_normalised(api):
 
 
 @pytest.mark.gen_test
-async def test_image_names_are_nfc_normalised(api, data_dir):
+async def test_image_names_are_nfc_normalised(api, data_dir, backend):
     await api.create_album("pets")
     response = await api.upload("pets", DECOMPOSED + ".png", png())
     assert response.code == 200
@@ -315,7 +318,7 @@ async def test_image_names_are_nfc_normalised(api, data_dir):
         }
         response = await api.upload("pets", taken, JPEG)
         assert response.code == 409
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
     for form in (COMPOSED + ".png", DECOMPOSED + ".png"):
         response = await api.download("pets", form)
@@ -461,7 +464,7 @@ def test_validate_name_refuses_with_the_sentence(name, sentence):
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("name, sentence", REFUSED, ids=REFUSED_IDS)
-async def test_refused_album_names_are_400_in_json_bodies(api, data_dir, name, sentence):
+async def test_refused_album_names_are_400_in_json_bodies(api, data_dir, name, sentence, backend):
     expected = {"error": sentence.format(kind="album")}
     response = await api.request("POST", "/albums", json_dumps_surrogates({"albumName": name}))
     assert response.code == 400 and body_json(response) == expected
@@ -473,13 +476,13 @@ async def test_refused_album_names_are_400_in_json_bodies(api, data_dir, name, s
     )
     assert response.code == 400 and body_json(response) == expected
     assert await albums(api) == ["pets"]
-    assert_data_dir_clean(data_dir, blob_count=0)
+    assert_data_dir_clean(backend, blob_count=0)
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("name, sentence", REFUSED, ids=REFUSED_IDS)
 async def test_refused_image_names_are_400_in_json_multipart_and_urls(
-    api, data_dir, name, sentence
+    api, data_dir, name, sentence, backend
 ):
     expected = {"error": sentence.format(kind="image")}
     await api.create_album("pets")
@@ -513,12 +516,12 @@ async def test_refused_image_names_are_400_in_json_multipart_and_urls(
 
     assert await images_of(api, "pets") == ["cat.png"]
     assert (await api.download("pets", "cat.png")).body == png()
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("name, sentence", REFUSED_IN_URLS, ids=REFUSED_IN_URLS_IDS)
-async def test_refused_album_names_are_400_in_urls(api, data_dir, name, sentence):
+async def test_refused_album_names_are_400_in_urls(api, data_dir, name, sentence, backend):
     expected = {"error": sentence.format(kind="album")}
     await api.create_album("pets")
     segment = q(name)
@@ -540,11 +543,11 @@ async def test_refused_album_names_are_400_in_urls(api, data_dir, name, sentence
         assert response.code == 400, (method, path, response.code, response.body)
         assert body_json(response) == expected, (method, path)
     assert await albums(api) == ["pets"]
-    assert_data_dir_clean(data_dir, blob_count=0)
+    assert_data_dir_clean(backend, blob_count=0)
 
 
 @pytest.mark.gen_test
-async def test_dot_segments_sent_literally_are_refused(api, data_dir):
+async def test_dot_segments_sent_literally_are_refused(api, data_dir, backend):
     await api.create_album("pets")
     await api.put_image("pets", "cat.png", png())
     for path, sentence in [
@@ -565,7 +568,7 @@ async def test_dot_segments_sent_literally_are_refused(api, data_dir):
             assert response.code == 400, (method, path, response.code)
             assert body_json(response) == {"error": sentence}, (method, path)
     assert await images_of(api, "pets") == ["cat.png"]
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
 
 def test_non_strings_are_refused():
@@ -600,7 +603,7 @@ TRAVERSAL_URLS = [
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_traversal_urls_are_refused_and_touch_nothing(api, data_dir, tmp_path):
+async def test_traversal_urls_are_refused_and_touch_nothing(api, data_dir, tmp_path, backend):
     await api.create_album("pets")
     await api.put_image("pets", "cat.png", png())
     outside_before = tree_snapshot(tmp_path.parent, data_dir)
@@ -635,7 +638,7 @@ async def test_traversal_urls_are_refused_and_touch_nothing(api, data_dir, tmp_p
     assert await albums(api) == ["pets"]
     assert await images_of(api, "pets") == ["cat.png"]
     assert (await api.download("pets", "cat.png")).body == png()
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
 
 @pytest.mark.gen_test
@@ -667,7 +670,7 @@ async def test_traversal_urls_get_the_name_sentence(api, path, sentence):
     ],
 )
 async def test_traversal_multipart_filenames_store_only_their_base_name(
-    api, data_dir, tmp_path, filename, stored
+    api, data_dir, tmp_path, filename, stored, backend
 ):
     # As the Go service did, the path is dropped; nothing lands outside the data folder.
     await api.create_album("pets")
@@ -679,7 +682,7 @@ async def test_traversal_multipart_filenames_store_only_their_base_name(
     assert tree_snapshot(tmp_path.parent, data_dir) == outside_before
     assert suspects_near(data_dir) == suspects_before
     assert await images_of(api, "pets") == [stored]
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -694,7 +697,9 @@ async def test_traversal_multipart_filenames_store_only_their_base_name(
         ("../../tmp/" + "x" * 300, "image name is 300 bytes long; the limit is 255 bytes of UTF-8"),
     ],
 )
-async def test_traversal_multipart_filenames_are_400(api, data_dir, tmp_path, filename, sentence):
+async def test_traversal_multipart_filenames_are_400(
+    api, data_dir, tmp_path, filename, sentence, backend
+):
     await api.create_album("pets")
     outside_before = tree_snapshot(tmp_path.parent, data_dir)
     suspects_before = suspects_near(data_dir)
@@ -704,11 +709,11 @@ async def test_traversal_multipart_filenames_are_400(api, data_dir, tmp_path, fi
     assert tree_snapshot(tmp_path.parent, data_dir) == outside_before
     assert suspects_near(data_dir) == suspects_before
     assert await images_of(api, "pets") == []
-    assert_data_dir_clean(data_dir, blob_count=0)
+    assert_data_dir_clean(backend, blob_count=0)
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_traversal_json_names_are_400(api, data_dir, tmp_path):
+async def test_traversal_json_names_are_400(api, data_dir, tmp_path, backend):
     await api.create_album("pets")
     await api.put_image("pets", "cat.png", png())
     outside_before = tree_snapshot(tmp_path.parent, data_dir)
@@ -726,7 +731,7 @@ async def test_traversal_json_names_are_400(api, data_dir, tmp_path):
     assert suspects_near(data_dir) == suspects_before
     assert await albums(api) == ["pets"]
     assert await images_of(api, "pets") == ["cat.png"]
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
 
 # --- invalid UTF-8 in a URL path ------------------------------------------------------
@@ -734,7 +739,7 @@ async def test_traversal_json_names_are_400(api, data_dir, tmp_path):
 
 @pytest.mark.gen_test(timeout=30)
 @pytest.mark.parametrize("segment", ["%ff", "a%ffb", "%C3%28", "%ED%A0%80", "%C0%AF", "%80"])
-async def test_invalid_utf8_in_the_path_is_a_json_400(api, data_dir, segment):
+async def test_invalid_utf8_in_the_path_is_a_json_400(api, data_dir, segment, backend):
     await api.create_album("pets")
     await api.put_image("pets", "cat.png", png())
     content_type, multipart = multipart_body("x.png", png())
@@ -754,7 +759,7 @@ async def test_invalid_utf8_in_the_path_is_a_json_400(api, data_dir, segment):
         assert response.code == 400, (method, path, response.code, response.body)
         assert error_of(response) == "the URL path is not valid UTF-8"
     assert await images_of(api, "pets") == ["cat.png"]
-    assert_data_dir_clean(data_dir, blob_count=1)
+    assert_data_dir_clean(backend, blob_count=1)
 
 
 # --- property test --------------------------------------------------------------------
@@ -842,7 +847,9 @@ def test_every_safe_name_is_accepted(raw):
     "raw_filename",
     [b"\xff.png", b"caf\xe9.png", b"\xed\xa0\x80.png", b"\xc0\xaf..\xc0\xafevil.png"],
 )
-async def test_invalid_utf8_in_a_multipart_filename_is_a_json_400(api, data_dir, raw_filename):
+async def test_invalid_utf8_in_a_multipart_filename_is_a_json_400(
+    api, data_dir, raw_filename, backend
+):
     await api.create_album("pets")
     body = (
         b'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="'
@@ -860,7 +867,7 @@ async def test_invalid_utf8_in_a_multipart_filename_is_a_json_400(api, data_dir,
     assert response.code == 400, response.body
     assert error_of(response) == "malformed multipart body: Segment header failed to decode"
     assert await images_of(api, "pets") == []
-    assert_data_dir_clean(data_dir, blob_count=0)
+    assert_data_dir_clean(backend, blob_count=0)
 
 
 @pytest.mark.parametrize(

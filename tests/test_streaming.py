@@ -21,6 +21,11 @@ from tornado.tcpclient import TCPClient
 MiB = 1 << 20
 DECLARED = 64 * MiB  # what the requests announce; never sent in full
 
+# Pinned to the file blob store: these tests watch the temporary file itself (its
+# bytes as they arrive, its removal). test_s3.py watches the S3 side of streaming (the
+# multipart upload while the body arrives, aborted when the client goes).
+pytestmark = pytest.mark.parametrize("backend", ["sqlite+file"], indirect=True)
+
 
 # --- helpers --------------------------------------------------------------------------
 
