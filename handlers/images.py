@@ -18,6 +18,7 @@ from handlers.transfer import (
     not_modified_since,
     parse_range,
 )
+from store import ImageReader
 
 log = logging.getLogger("imagestore.http")
 
@@ -362,9 +363,11 @@ class ImageHandler(UploadingHandler):
         await self._send_image(album, image, include_body=False)
 
     async def _send_image(self, album: str, image: str, include_body: bool) -> None:
-        reader = await self.store.open_image(album, image)
+        # Headers, 304s and HEAD come from the catalog: the blob store is asked for
+        # bytes only when they are sent (with S3, that is a request saved).
+        record = await self.store.get_image(album, image)
+        reader: ImageReader | None = None
         try:
-            record = reader.record
             etag = f'"{record.sha256}"'
             last_modified = datetime.fromtimestamp(int(record.created_at), UTC)
             self.set_header("ETag", etag)
@@ -390,6 +393,7 @@ class ImageHandler(UploadingHandler):
                 self.set_header("Content-Range", f"bytes {start}-{end - 1}/{record.size}")
             self.set_header("Content-Length", end - start)
             if include_body:
+                reader = await self.store.open_record(record)
                 async for chunk in reader.chunks(start, end):
                     self.write(chunk)
                     await self.flush()
@@ -397,7 +401,8 @@ class ImageHandler(UploadingHandler):
         except StreamClosedError:
             log.debug("client went away during the download of %s/%s", album, image)
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
 
     def _not_modified(self, etag: str, last_modified: datetime) -> bool:
         if_none_match = self.request.headers.get("If-None-Match")

@@ -3,6 +3,7 @@
   sqlite:///var/lib/imagestore/catalog.sqlite3   (or sqlite:relative/path)
   postgresql://user@db.example/imagestore        (libpq URLs: ?sslmode=..., PG* variables)
   file:///var/lib/imagestore/blobs               (or file:relative/path)
+  s3://bucket/prefix                             (AWS_* variables: store.s3_blobs)
 
 As in file URLs, three slashes name an absolute path. Both default to the data folder
 (``IMAGESTORE_DATA``): ``<data>/catalog.sqlite3`` and ``<data>/blobs``.
@@ -11,19 +12,22 @@ As in file URLs, three slashes name an absolute path. Both default to the data f
 import asyncio
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from store.errors import StorageUnavailable
 from store.file_blobs import FileBlobStore, FolderLock, remove_unfinished_uploads
 from store.ports import BlobStore, Catalog
 from store.postgres_catalog import PostgresCatalog
+from store.s3_blobs import S3BlobStore, parse_s3_url
 from store.sqlite_catalog import CatalogLock, SqliteCatalog
 from store.store import ImageStore
 
 log = logging.getLogger("imagestore.store")
 
 CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
-BLOB_SCHEMES = ("file",)
+BLOB_SCHEMES = ("file", "s3")
 
 
 class UnknownBackend(ValueError):
@@ -64,6 +68,11 @@ def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
     if scheme not in schemes:
         known = ", ".join(f"{name}://" for name in schemes)
         raise UnknownBackend(f"{url!r} is not a {what} URL: the known kinds are {known}")
+    if scheme == "s3":
+        try:
+            parse_s3_url(url)
+        except ValueError as err:
+            raise UnknownBackend(str(err)) from None
     return url
 
 
@@ -85,7 +94,9 @@ def open_catalog(url: str, outbox_limit: int | None) -> Catalog:
 
 
 def open_blobs(url: str) -> BlobStore:
-    check_url(url, BLOB_SCHEMES, "blob store")
+    scheme = urlsplit(check_url(url, BLOB_SCHEMES, "blob store")).scheme
+    if scheme == "s3":
+        return S3BlobStore(url)
     return FileBlobStore(local_path(url))
 
 
@@ -119,11 +130,10 @@ class Claim:
             if urlsplit(backends.blobs_url).scheme == "file":
                 self._blob_folder = local_path(backends.blobs_url)
                 self._locks.append(FolderLock(self._blob_folder))
-            store = open_store(backends, max_upload_bytes=0)
-            try:
-                unfinished, orphans = asyncio.run(store.sweep())
-            finally:
-                store.close()
+            if urlsplit(backends.blobs_url).scheme == "s3":
+                unfinished, orphans = sweep_in_a_child(backends)
+            else:
+                unfinished, orphans = sweep(backends)
         except BaseException:
             self.release()
             raise
@@ -149,3 +159,43 @@ class Claim:
         for lock in self._locks:
             lock.release()
         self._locks = []
+
+
+def sweep(backends: Backends) -> tuple[int, int]:
+    """The start-up sweep (store.ImageStore.sweep), in this process."""
+    store = open_store(backends, max_upload_bytes=0)
+    try:
+        return asyncio.run(store.sweep())
+    finally:
+        store.close()
+
+
+def sweep_in_a_child(backends: Backends) -> tuple[int, int]:
+    """The sweep in a forked child: obstore's runtime does not survive fork(), so the
+    parent, which forks the workers next, must never start one."""
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: sweep, report, exit without running the parent's cleanup
+        code = 1
+        try:
+            os.close(reading)
+            try:
+                counts = sweep(backends)
+                os.write(writing, struct.pack("!qq", *counts))
+                code = 0
+            except StorageUnavailable as err:
+                os.write(writing, str(err).encode()[:4000])
+        except BaseException:
+            log.exception("the start-up sweep failed")
+        finally:
+            os._exit(code)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as answer:
+        report = answer.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or len(report) != 16:
+        raise StorageUnavailable(
+            report.decode(errors="replace") or "the start-up sweep failed (see the log)"
+        )
+    unfinished, orphans = struct.unpack("!qq", report)
+    return int(unfinished), int(orphans)

@@ -234,7 +234,11 @@ class ImageStore:
     async def open_image(self, album: str, image: str) -> "ImageReader":
         """The image's record and an open reader of its bytes, valid even if the image
         is deleted meanwhile."""
-        record = await self.get_image(album, image)
+        return await self.open_record(await self.get_image(album, image))
+
+    async def open_record(self, record: ImageRecord) -> "ImageReader":
+        """An open reader of the bytes of ``record`` (from get_image): NotFound if the
+        image was deleted meanwhile."""
         try:
             reader = await self.blobs.open(record.blob_key)
         except NotFound:
