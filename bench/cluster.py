@@ -29,7 +29,6 @@ from engines import Postgres, SeaweedFS  # noqa: E402
 
 RESULTS = os.path.join(h.ROOT, "bench", "results")
 CLIENTS = 8
-BUCKET = "bench"
 
 
 class Plan:
@@ -95,7 +94,7 @@ class StockS3:
 
     name = "boto3 straight to S3"
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], bucket: str) -> None:
         import boto3
         from botocore.config import Config
 
@@ -108,27 +107,27 @@ class StockS3:
             config=Config(max_pool_connections=CLIENTS * 2),
         )
         self.counter = itertools.count()
-        self.lock = threading.Lock()
+        self.bucket = bucket
 
     def put_large(self, path: Path) -> float:
         began = time.perf_counter()
-        self.client.upload_file(str(path), BUCKET, f"stock/l{next(self.counter)}")
+        self.client.upload_file(str(path), self.bucket, f"stock/l{next(self.counter)}")
         return path.stat().st_size / (time.perf_counter() - began) / 1e6
 
     def put_small(self, body: bytes, count: int) -> float:
         def work(i: int, n: int) -> None:
             for _ in range(n):
-                self.client.put_object(Bucket=BUCKET, Key=f"stock/s{next(self.counter)}", Body=body)
+                self.client.put_object(Bucket=self.bucket, Key=f"stock/s{next(self.counter)}", Body=body)
 
         return rate(count, work)
 
     def get_small(self, body: bytes, count: int) -> float:
         for i in range(CLIENTS):
-            self.client.put_object(Bucket=BUCKET, Key=f"stock/g{i}", Body=body)
+            self.client.put_object(Bucket=self.bucket, Key=f"stock/g{i}", Body=body)
 
         def work(i: int, n: int) -> None:
             for _ in range(n):
-                got = self.client.get_object(Bucket=BUCKET, Key=f"stock/g{i}")["Body"].read()
+                got = self.client.get_object(Bucket=self.bucket, Key=f"stock/g{i}")["Body"].read()
                 assert len(got) == len(body)
 
         return rate(count, work)
@@ -194,10 +193,10 @@ def main() -> int:
             h.write_png(str(path), mib * MIB)
         postgres = Postgres().start()
         stack.callback(postgres.remove)
-        seaweed = SeaweedFS(folder / "seaweedfs").start()
-        stack.callback(seaweed.stop)
-        s3_env = seaweed.environment()
-        seaweed.create_bucket(BUCKET)
+        seaweed = SeaweedFS().start()
+        stack.callback(seaweed.remove)
+        s3_env = seaweed.env()
+        bucket = seaweed.new_bucket()
         broker = h.Broker(str(folder / "broker")).start()
         stack.callback(broker.stop)
         common = {
@@ -208,7 +207,7 @@ def main() -> int:
             "IMAGESTORE_TRUSTED_PROXIES": "127.0.0.1",
         }
 
-        stock = StockS3(s3_env)
+        stock = StockS3(s3_env, bucket)
         print("boto3 ...", flush=True)
         results[stock.name] = measure(stock, plan, files)
 
@@ -229,7 +228,7 @@ def main() -> int:
                 **s3_env,
                 "IMAGESTORE_WORKERS": "1",
                 "IMAGESTORE_CATALOG": postgres.new_database(),
-                "IMAGESTORE_BLOBS": f"s3://{BUCKET}/cluster-{count}",
+                "IMAGESTORE_BLOBS": f"s3://{bucket}/cluster-{count}",
             }
             instances = [Instance(n, place, env) for n in range(1, count + 1)]
             for instance in instances:
