@@ -21,7 +21,7 @@ PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[
 
 .DEFAULT_GOAL := build
 
-.PHONY: help build run test check lint bench docker system-deps test-system-deps build-system-deps \
+.PHONY: help build run test check lint bench bench-cluster docker system-deps test-system-deps build-system-deps \
 	bench-system-deps clean
 
 help:
@@ -31,6 +31,7 @@ help:
 	@echo "make check  lint and the suite without the executable and the browser (quick)"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  throughput, latency, memory and start-up against dd and nginx (bench/run.py)"
+	@echo "make bench-cluster  PostgreSQL + S3, 1-3 instances behind nginx, vs boto3 (bench/cluster.py)"
 	@echo "make clean  remove the virtualenv and caches"
 
 build: $(EXE)
@@ -75,6 +76,10 @@ build-system-deps: | $(PY)
 # kept in bench/results/ (git-ignored). Options: make bench BENCH_ARGS="--compare HEAD~5".
 bench: $(BENCH) bench-system-deps
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Scale-out: PostgreSQL + S3 with 1, 2, 3 instances behind nginx vs one host vs boto3.
+bench-cluster: $(BENCH) bench-system-deps test-system-deps $(EXE)
+	$(PY) bench/cluster.py $(BENCH_ARGS)
 
 # The baselines (nginx with its WebDAV module, for PUT), wrk, and a private broker.
 bench-system-deps:

@@ -175,3 +175,38 @@ def test_bad_copy_arguments_say_what_is_wrong(tmp_path):
     same = str(tmp_path / "same")
     result = copy("--from-data", same, env={"IMAGESTORE_DATA": same})
     assert result.returncode == 2 and "the same store" in result.stderr
+
+
+def test_a_data_folder_is_copied_into_postgresql_and_s3_and_back(
+    tmp_path, postgres_cluster, seaweedfs
+):
+    """The cluster's backends: S3 blobs (a private SeaweedFS) under a PostgreSQL catalog."""
+    fill(Backends.of(str(tmp_path / "single-host")))
+    expected, _, _ = contents(Backends.of(str(tmp_path / "single-host")))
+    catalog_url = postgres_cluster.new_database()
+    blobs_url = f"s3://{seaweedfs.new_bucket()}/copied"
+    env = {
+        "IMAGESTORE_CATALOG": catalog_url,
+        "IMAGESTORE_BLOBS": blobs_url,
+        "IMAGESTORE_DATA": str(tmp_path / "target"),
+        **seaweedfs.env(),
+    }
+    result = copy("--from-data", str(tmp_path / "single-host"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "copied 4 image(s) from 3 album(s), 0 already there, 0 failed" in result.stdout
+    target = Backends.of(str(tmp_path / "target"), catalog_url=catalog_url, blobs_url=blobs_url)
+    found, albums, pending = contents(target)
+    assert found == expected and pending == 0
+    # A rerun finds everything there.
+    result = copy("--from-data", str(tmp_path / "single-host"), env=env)
+    assert "copied 0 image(s) from 3 album(s), 4 already there, 0 failed" in result.stdout
+
+    result = copy(
+        "--from-catalog",
+        catalog_url,
+        "--from-blobs",
+        blobs_url,
+        env={"IMAGESTORE_DATA": str(tmp_path / "again"), **seaweedfs.env()},
+    )
+    assert result.returncode == 0, result.stderr
+    assert contents(Backends.of(str(tmp_path / "again")))[0] == expected
