@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from store.events import OutboxEvent
+from store.listing import NameRange
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,26 @@ class ImageRecord:
     content_type: str
     created_at: float
     blob_key: str
+
+
+@dataclass(frozen=True)
+class AlbumSummary:
+    """An album as its list shows it in detail: the counts are kept by the catalog in
+    each change's own transaction (never counted per request)."""
+
+    name: str
+    images: int
+    bytes: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class CatalogTotals:
+    albums: int
+    images: int
+    # The images' sizes added up (bytes shared by identical images counted each time).
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,22 @@ class Catalog(Protocol):
     async def image_names(self, album: str) -> list[str]: ...
 
     async def image_exists(self, album: str, image: str) -> bool: ...
+
+    async def album_page(self, names: NameRange, limit: int | None) -> list[AlbumSummary]:
+        """The first ``limit`` albums (None: all) whose names lie in ``names``, by name:
+        a keyset read of the name index, as cheap at any depth."""
+        ...
+
+    async def image_page(
+        self, album: str, names: NameRange, limit: int | None
+    ) -> list[ImageRecord]:
+        """The first ``limit`` images (None: all) of ``album`` whose names lie in
+        ``names``, by name. NotFound unless the album exists."""
+        ...
+
+    async def totals(self) -> CatalogTotals:
+        """What the catalog holds, from the albums' kept counts (for /metrics)."""
+        ...
 
     async def find_image(self, album: str, image: str) -> ImageRecord: ...
 

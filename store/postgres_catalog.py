@@ -27,7 +27,15 @@ from asyncpg.pool import PoolConnectionProxy
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
-from store.ports import AddedImage, EventOf, EventText, ImageRecord
+from store.listing import NameRange
+from store.ports import (
+    AddedImage,
+    AlbumSummary,
+    CatalogTotals,
+    EventOf,
+    EventText,
+    ImageRecord,
+)
 
 log = logging.getLogger("imagestore.store")
 
@@ -76,7 +84,23 @@ MIGRATIONS = (
     );
     INSERT INTO counters (name, value) VALUES ('changes', 0), ('events_dropped', 0);
     """,
+    # Each album's image count, bytes and last change, kept in every change's own
+    # transaction, so that a detailed list reads them instead of counting.
+    """
+    ALTER TABLE albums
+        ADD COLUMN image_count bigint NOT NULL DEFAULT 0,
+        ADD COLUMN bytes bigint NOT NULL DEFAULT 0,
+        ADD COLUMN updated_at double precision NOT NULL DEFAULT 0;
+    UPDATE albums a SET
+        image_count = (SELECT count(*) FROM images i WHERE i.album_id = a.id),
+        bytes = (SELECT coalesce(sum(size), 0) FROM images i WHERE i.album_id = a.id),
+        updated_at = greatest(a.created_at, coalesce(
+            (SELECT max(i.created_at) FROM images i WHERE i.album_id = a.id), 0));
+    """,
 )
+
+# An image's record after its album's name, as ImageRecord takes them.
+IMAGE_COLUMNS = "name, size, sha256, content_type, created_at, blob_key"
 
 
 class _OneLine(logging.Filter):
@@ -229,6 +253,43 @@ class PostgresCatalog:
             )
         return found is not None
 
+    async def album_page(self, names: NameRange, limit: int | None) -> list[AlbumSummary]:
+        where, args = names.conditions("name", "$", first=2)
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT name, image_count, bytes, created_at, updated_at FROM albums "
+                f"WHERE {where} ORDER BY name LIMIT $1",
+                limit,
+                *args,
+            )
+        return [AlbumSummary(*row) for row in rows]
+
+    async def image_page(
+        self, album: str, names: NameRange, limit: int | None
+    ) -> list[ImageRecord]:
+        where, args = names.conditions("name", "$", first=3)
+        async with self._connection() as connection:
+            album_id = await connection.fetchval("SELECT id FROM albums WHERE name = $1", album)
+            if album_id is None:
+                raise NotFound(f"album {album} does not exist")
+            rows = await connection.fetch(
+                f"SELECT {IMAGE_COLUMNS} FROM images WHERE album_id = $1 AND {where} "
+                "ORDER BY name LIMIT $2",
+                album_id,
+                limit,
+                *args,
+            )
+        return [ImageRecord(album, *row) for row in rows]
+
+    async def totals(self) -> CatalogTotals:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT count(*), coalesce(sum(image_count), 0)::bigint, "
+                "coalesce(sum(bytes), 0)::bigint FROM albums"
+            )
+        row = rows[0]
+        return CatalogTotals(int(row[0]), int(row[1]), int(row[2]))
+
     async def find_image(self, album: str, image: str) -> ImageRecord:
         async with self._connection() as connection:
             row = await connection.fetchrow(
@@ -362,8 +423,11 @@ class PostgresCatalog:
         async def create(connection: Db) -> None:
             try:
                 async with connection.transaction():
+                    now = time.time()
                     await connection.execute(
-                        "INSERT INTO albums (name, created_at) VALUES ($1, $2)", album, time.time()
+                        "INSERT INTO albums (name, created_at, updated_at) VALUES ($1, $2, $2)",
+                        album,
+                        now,
                     )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"album {album} already exists") from None
@@ -392,7 +456,10 @@ class PostgresCatalog:
             try:
                 async with connection.transaction():
                     await connection.execute(
-                        "UPDATE albums SET name = $1 WHERE id = $2", new_name, album_id
+                        "UPDATE albums SET name = $1, updated_at = $3 WHERE id = $2",
+                        new_name,
+                        album_id,
+                        time.time(),
                     )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"album {new_name} already exists") from None
@@ -402,10 +469,15 @@ class PostgresCatalog:
 
     async def add_image(self, album_id: int, record: ImageRecord, event_of: EventOf) -> AddedImage:
         async def add(connection: Db) -> AddedImage:
-            # The album row locked: a delete of the album waits for this insert or
-            # has happened before it (then NotFound).
+            # The album row locked (its counts go up): a delete of the album waits
+            # for this insert or has happened before it (then NotFound). Taken before
+            # any blob row, as every mutation does (no deadlock).
             name = await connection.fetchval(
-                "SELECT name FROM albums WHERE id = $1 FOR SHARE", album_id
+                "UPDATE albums SET image_count = image_count + 1, bytes = bytes + $2, "
+                "updated_at = $3 WHERE id = $1 RETURNING name",
+                album_id,
+                record.size,
+                time.time(),
             )
             if name is None:  # deleted while the image was arriving
                 raise NotFound(f"album {record.album} does not exist")
@@ -448,20 +520,34 @@ class PostgresCatalog:
         return await self._mutate(add)
 
     @staticmethod
-    async def _image_row(connection: Db, album: str, image: str) -> tuple[int, str]:
+    async def _image_row(
+        connection: Db, album: str, image: str, removing: bool = False
+    ) -> tuple[int, str]:
+        """The image's id and blob key, its row locked; the album's last change set
+        to now, and its counts lowered when the image goes (``removing``): the album
+        row is taken before any blob row, as every mutation does (no deadlock)."""
         album_id = await PostgresCatalog._album_row_id(connection, album, lock=False)
         row = await connection.fetchrow(
-            "SELECT id, blob_key FROM images WHERE album_id = $1 AND name = $2 FOR UPDATE",
+            "SELECT id, blob_key, size FROM images WHERE album_id = $1 AND name = $2 FOR UPDATE",
             album_id,
             image,
         )
         if row is None:
             raise NotFound(f"image {image} does not exist in album {album}")
+        gone = 1 if removing else 0
+        await connection.execute(
+            "UPDATE albums SET image_count = image_count - $2, bytes = bytes - $3, "
+            "updated_at = $4 WHERE id = $1",
+            album_id,
+            gone,
+            int(row[2]) * gone,
+            time.time(),
+        )
         return int(row[0]), str(row[1])
 
     async def delete_image(self, album: str, image: str, event: EventText) -> str | None:
         async def delete(connection: Db) -> str | None:
-            image_id, blob_key = await self._image_row(connection, album, image)
+            image_id, blob_key = await self._image_row(connection, album, image, removing=True)
             await connection.execute("DELETE FROM images WHERE id = $1", image_id)
             freed = await self._release_blob(connection, blob_key)
             await self._commit(connection, event)

@@ -24,7 +24,15 @@ from typing import Any, TypeVar
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
-from store.ports import AddedImage, EventOf, EventText, ImageRecord
+from store.listing import NameRange
+from store.ports import (
+    AddedImage,
+    AlbumSummary,
+    CatalogTotals,
+    EventOf,
+    EventText,
+    ImageRecord,
+)
 
 log = logging.getLogger("imagestore.store")
 
@@ -113,9 +121,24 @@ MIGRATIONS = (
     ALTER TABLE images_new RENAME TO images;
     CREATE INDEX images_by_blob ON images (blob_key);
     """,
+    # Each album's image count, bytes and last change, kept in every change's own
+    # transaction, so that a detailed list reads them instead of counting.
+    """
+    ALTER TABLE albums ADD COLUMN image_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE albums ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE albums ADD COLUMN updated_at REAL NOT NULL DEFAULT 0;
+    UPDATE albums SET
+        image_count = (SELECT count(*) FROM images WHERE album_id = albums.id),
+        bytes = (SELECT coalesce(sum(size), 0) FROM images WHERE album_id = albums.id),
+        updated_at = max(created_at, coalesce(
+            (SELECT max(created_at) FROM images WHERE album_id = albums.id), 0));
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# An image's record after its album's name, as ImageRecord takes them.
+IMAGE_COLUMNS = "name, size, sha256, content_type, created_at, blob_key"
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -279,6 +302,33 @@ class SqliteCatalog:
             )
         )
 
+    async def album_page(self, names: NameRange, limit: int | None) -> list[AlbumSummary]:
+        where, args = names.conditions("name", "?")
+        rows = self._read(
+            "SELECT name, image_count, bytes, created_at, updated_at FROM albums "
+            f"WHERE {where} ORDER BY name LIMIT ?",
+            (*args, -1 if limit is None else limit),
+        )
+        return [AlbumSummary(*row) for row in rows]
+
+    async def image_page(
+        self, album: str, names: NameRange, limit: int | None
+    ) -> list[ImageRecord]:
+        album_id = await self.album_id(album)
+        where, args = names.conditions("name", "?")
+        rows = self._read(
+            f"SELECT {IMAGE_COLUMNS} FROM images WHERE album_id = ? AND {where} "
+            "ORDER BY name LIMIT ?",
+            (album_id, *args, -1 if limit is None else limit),
+        )
+        return [ImageRecord(album, *row) for row in rows]
+
+    async def totals(self) -> CatalogTotals:
+        row = self._read(
+            "SELECT count(*), coalesce(sum(image_count), 0), coalesce(sum(bytes), 0) FROM albums"
+        )[0]
+        return CatalogTotals(*row)
+
     async def find_image(self, album: str, image: str) -> ImageRecord:
         rows = self._read(
             "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, i.blob_key "
@@ -372,8 +422,10 @@ class SqliteCatalog:
         def create() -> None:
             with self._transaction() as tx:
                 try:
+                    now = time.time()
                     tx.execute(
-                        "INSERT INTO albums (name, created_at) VALUES (?, ?)", (album, time.time())
+                        "INSERT INTO albums (name, created_at, updated_at) VALUES (?, ?, ?)",
+                        (album, now, now),
                     )
                 except sqlite3.IntegrityError:
                     raise Conflict(f"album {album} already exists") from None
@@ -403,7 +455,10 @@ class SqliteCatalog:
             with self._transaction() as tx:
                 album_id = self._album_row_id(tx, album)
                 try:
-                    tx.execute("UPDATE albums SET name = ? WHERE id = ?", (new_name, album_id))
+                    tx.execute(
+                        "UPDATE albums SET name = ?, updated_at = ? WHERE id = ?",
+                        (new_name, time.time(), album_id),
+                    )
                 except sqlite3.IntegrityError:
                     raise Conflict(f"album {new_name} already exists") from None
                 self._record(tx, event)
@@ -446,6 +501,11 @@ class SqliteCatalog:
                     raise Conflict(
                         f"image {stored.name} already exists in album {stored.album}"
                     ) from None
+                tx.execute(
+                    "UPDATE albums SET image_count = image_count + 1, bytes = bytes + ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (stored.size, time.time(), album_id),
+                )
                 self._record(tx, event_of(stored))
             return AddedImage(stored, record.blob_key if same is not None else None)
 
@@ -465,6 +525,12 @@ class SqliteCatalog:
         def delete() -> str | None:
             with self._transaction() as tx:
                 image_id, blob_key = self._image_row(tx, album, image)
+                tx.execute(
+                    "UPDATE albums SET image_count = image_count - 1, "
+                    "bytes = bytes - (SELECT size FROM images WHERE id = ?), updated_at = ? "
+                    "WHERE id = (SELECT album_id FROM images WHERE id = ?)",
+                    (image_id, time.time(), image_id),
+                )
                 tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
                 freed = self._release_blob(tx, blob_key)
                 self._record(tx, event)
@@ -480,6 +546,11 @@ class SqliteCatalog:
                     tx.execute("UPDATE images SET name = ? WHERE id = ?", (new_name, image_id))
                 except sqlite3.IntegrityError:
                     raise Conflict(f"image {new_name} already exists in album {album}") from None
+                tx.execute(
+                    "UPDATE albums SET updated_at = ? "
+                    "WHERE id = (SELECT album_id FROM images WHERE id = ?)",
+                    (time.time(), image_id),
+                )
                 self._record(tx, event)
 
         await self._write(rename)

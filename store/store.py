@@ -25,8 +25,17 @@ from store.errors import (
     TooLarge,
     UnsupportedMedia,
 )
+from store.listing import Page, PageRequest, page_of
 from store.names import validate_name
-from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
+from store.ports import (
+    AlbumSummary,
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    Catalog,
+    CatalogTotals,
+    ImageRecord,
+)
 from store.sniff import SNIFF_BYTES, sniff_image_type
 
 log = logging.getLogger("imagestore.store")
@@ -140,6 +149,14 @@ class ImageStore:
     async def list_albums(self) -> list[str]:
         return await self.catalog.album_names()
 
+    async def album_page(self, request: PageRequest) -> Page[AlbumSummary]:
+        """Albums in name order, as ``request`` asks (a keyset page, or all of them)."""
+        rows = await self.catalog.album_page(request.names, request.fetch)
+        return page_of(rows, request, lambda album: album.name)
+
+    async def totals(self) -> CatalogTotals:
+        return await self.catalog.totals()
+
     async def require_album(self, album: str) -> str:
         """The validated album name; NotFound unless the album exists."""
         album = validate_name(album, "album")
@@ -192,6 +209,26 @@ class ImageStore:
 
     async def list_images(self, album: str) -> list[str]:
         return await self.catalog.image_names(validate_name(album, "album"))
+
+    async def image_page(self, album: str, request: PageRequest) -> Page[ImageRecord]:
+        """An album's images in name order, as ``request`` asks."""
+        rows = await self.catalog.image_page(
+            validate_name(album, "album"), request.names, request.fetch
+        )
+        return page_of(rows, request, lambda image: image.name)
+
+    async def album_images(self, album: str, batch: int = 500) -> AsyncIterator[ImageRecord]:
+        """Every image of ``album`` in name order, read a page at a time (memory does
+        not grow with the album): those added meanwhile past the current page are
+        included, those deleted meanwhile may still be."""
+        request = PageRequest.of(limit=batch)
+        while True:
+            page = await self.image_page(album, request)
+            for record in page.items:
+                yield record
+            if page.next_after is None:
+                return
+            request = PageRequest.of(after=page.next_after, limit=batch)
 
     async def begin_upload(
         self, album: str, image: str, created_at: float | None = None
