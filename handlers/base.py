@@ -9,6 +9,7 @@ import time
 from asyncio import Future
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
@@ -99,39 +100,55 @@ class ListCache:
     """JSON list bodies kept until the catalog changes (in any worker process): lists
     are read far more often than they change.
 
-    Keys are normalised names (every spelling of a name is one entry) and the whole
-    cache is bounded in bytes, least recently used first out: no client can make it
-    grow past ``max_bytes``. A body bigger than a quarter of it is not kept."""
+    Keys are normalised names and page arguments (every spelling of a name is one
+    entry) and the whole cache is bounded in bytes, least recently used first out: no
+    client can make it grow past ``max_bytes``. A body bigger than a quarter of it is
+    not kept."""
 
     def __init__(self, max_bytes: int = 64 * 1024**2) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries: OrderedDict[ListKey, tuple[int, bytes, str]] = OrderedDict()
+        self._entries: OrderedDict[ListKey, tuple[int, ListAnswer]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, key: ListKey, version: int) -> tuple[bytes, str] | None:
+    def lookup(self, key: ListKey, version: int) -> "ListAnswer | None":
         entry = self._entries.get(key)
         if entry is None or entry[0] != version:
             return None
         self._entries.move_to_end(key)
-        return entry[1], entry[2]
+        return entry[1]
 
-    def keep(self, key: ListKey, version: int, body: bytes) -> tuple[bytes, str]:
-        etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+    def keep(
+        self, key: ListKey, version: int, body: bytes, link: str | None = None
+    ) -> "ListAnswer":
+        answer = ListAnswer(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"', link)
         self._forget(key)
-        if len(body) <= self.max_bytes // 4:
-            self._entries[key] = (version, body, etag)
-            self.bytes += len(body)
+        if answer.size <= self.max_bytes // 4:
+            self._entries[key] = (version, answer)
+            self.bytes += answer.size
             while self.bytes > self.max_bytes:
                 self._forget(next(iter(self._entries)))
-        return body, etag
+        return answer
 
     def _forget(self, key: ListKey) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self.bytes -= len(entry[1])
+            self.bytes -= entry[1].size
+
+
+@dataclass(frozen=True)
+class ListAnswer:
+    """A list's JSON body, its ETag, and the Link header of the next page if any."""
+
+    body: bytes
+    etag: str
+    link: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.link or "")
 
 
 class RequestTracker:
@@ -355,26 +372,35 @@ class APIHandler(RequestHandler):
         else:
             super().log_exception(typ, value, tb)
 
+    def list_argument(self, name: str) -> str | None:
+        """A query argument of a list request (its last value), or None."""
+        return self.get_query_argument(name, None)
+
     async def write_list(
-        self, key: ListKey, field: str, produce: Callable[[], Awaitable[list[str]]]
+        self,
+        key: ListKey,
+        produce: Callable[[], Awaitable[tuple[dict[str, Any], str | None]]],
     ) -> None:
-        """Answer ``{field: [...]}``, from the cache while the catalog is unchanged,
-        with an ETag (304 for a client that has it)."""
+        """Answer the JSON object ``produce`` makes (with the Link header it gives),
+        from the cache while the catalog is unchanged, with an ETag (304 for a client
+        that has it)."""
         cache: ListCache = self.application.settings["list_cache"]
         version = await self.store.change_token()
-        entry = cache.lookup(key, version)
-        if entry is None:
-            body = json.dumps({field: await produce()}, ensure_ascii=False).encode("utf-8")
-            entry = cache.keep(key, version, body)
-        body, etag = entry
-        self.set_header("ETag", etag)
+        answer = cache.lookup(key, version)
+        if answer is None:
+            payload, link = await produce()
+            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            answer = cache.keep(key, version, body, link)
+        self.set_header("ETag", answer.etag)
         self.set_header("Cache-Control", "no-cache")
-        if etag_matches(self.request.headers.get("If-None-Match"), etag):
+        if answer.link is not None:
+            self.set_header("Link", answer.link)
+        if etag_matches(self.request.headers.get("If-None-Match"), answer.etag):
             self.set_status(304)
             self.finish()
             return
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(body)
+        self.finish(answer.body)
 
     def write_json(self, payload: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")

@@ -2,6 +2,7 @@
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from tornado.httputil import format_timestamp
 from tornado.ioloop import IOLoop
@@ -10,6 +11,7 @@ from tornado.iostream import StreamClosedError
 from handlers.base import APIHandler, http_error
 from handlers.bodies import MULTIPART_OVERHEAD, MultipartImageBody, RawImageBody
 from handlers.limits import NoUploadSlot, UploadLimits
+from handlers.lists import ListQuery, image_item, page_body
 from handlers.transfer import (
     ByteRange,
     content_disposition,
@@ -172,16 +174,23 @@ class ImagesHandler(UploadingHandler):
     async def get(self, album: str) -> None:
         """List an album's images.
         ---
-        summary: List an album's images, sorted by name
+        summary: List an album's images, sorted by name (whole, or a page at a time)
         tags: [images]
         parameters:
+          - Limit
+          - After
+          - Prefix
+          - Detail
           - {name: If-None-Match, in: header, required: false, schema: {type: string},
              description: "The list's ETag from an earlier answer: 304 while unchanged"}
         responses:
           200:
-            description: Every image's name.
+            description: >-
+              Every image's name (without limit, after and detail: the Go service's
+              answer), or one page of names or, with detail=true, of objects.
             headers:
               ETag: {description: "Changes when the list does.", schema: {type: string}}
+              Link: NextLink
             content:
               application/json:
                 schema: {$ref: "#/components/schemas/ImageList"}
@@ -193,7 +202,16 @@ class ImagesHandler(UploadingHandler):
         """
         # Keyed by the name as the store knows it: every spelling of it is one entry.
         album = self.store.canonical_album_name(album)
-        await self.write_list(("images", album), "imageList", lambda: self.store.list_images(album))
+        query = ListQuery.parse(self.list_argument)
+
+        async def produce() -> tuple[dict[str, Any], str | None]:
+            if not query.paged and not query.page.prefix:
+                return {"imageList": await self.store.list_images(album)}, None
+            page = await self.store.image_page(album, query.page)
+            link = query.next_link(self.request.path, page.next_after)
+            return page_body("imageList", page, query, image_item), link
+
+        await self.write_list(("images", album, *query.cache_key), produce)
 
     async def post(self, album: str) -> None:
         """Upload an image (multipart form, the Go original's way).
