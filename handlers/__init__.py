@@ -7,6 +7,7 @@ from tornado.web import Application, RequestHandler
 
 from handlers.access import AccessPolicy, hide_header_values_in_tornado_logs
 from handlers.albums import AlbumHandler, AlbumsHandler
+from handlers.archive import ArchiveHandler
 from handlers.base import ListCache, NotFoundHandler, RequestTracker, Route
 from handlers.docs import docs_routes
 from handlers.health import HealthHandler
@@ -23,6 +24,7 @@ API_ROUTES: list[tuple[str, type[RequestHandler]]] = [
     (rf"{API_PREFIX}/albums", AlbumsHandler),
     (rf"{API_PREFIX}/albums/(?P<album>[^/]+)", AlbumHandler),
     (rf"{API_PREFIX}/albums/(?P<album>[^/]+)/images", ImagesHandler),
+    (rf"{API_PREFIX}/albums/(?P<album>[^/]+)/archive", ArchiveHandler),
     (rf"{API_PREFIX}/albums/(?P<album>[^/]+)/images/(?P<image>[^/]+)", ImageHandler),
 ]
 ROOT_ROUTES: list[tuple[str, type[RequestHandler]]] = [(r"/healthz", HealthHandler)]

@@ -373,8 +373,11 @@ class APIHandler(RequestHandler):
             super().log_exception(typ, value, tb)
 
     def list_argument(self, name: str) -> str | None:
-        """A query argument of a list request (its last value), or None."""
-        return self.get_query_argument(name, None)
+        """A query argument of a list request (its last value) exactly as sent, or
+        None. (Tornado's get_query_argument would strip spaces, which names may end
+        with, and turn control characters into spaces.)"""
+        values = self.request.query_arguments.get(name)
+        return None if not values else self.decode_argument(values[-1], name)
 
     async def write_list(
         self,
