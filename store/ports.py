@@ -21,6 +21,11 @@ class ImageRecord:
     content_type: str
     created_at: float
     blob_key: str
+    # In pixels, from the image's header (of one frame for animations); None when
+    # unknown: a format libvips does not read, or an image stored before dimensions
+    # were recorded and not backfilled yet.
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,15 @@ class AddedImage:
 
     record: ImageRecord
     redundant_blob: str | None
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """One stored content: what the dimensions backfill reads."""
+
+    sha256: str
+    blob_key: str
+    content_type: str
 
 
 # An event as the outbox stores it: JSON text without its id (given once stored).
@@ -75,6 +89,16 @@ class Catalog(Protocol):
 
     async def unreferenced(self, blob_keys: list[str]) -> list[str]:
         """Those of ``blob_keys`` that no image references (for the orphan sweep)."""
+        ...
+
+    async def without_dimensions(self, after_sha256: str, limit: int) -> list[ImageBytes]:
+        """Up to ``limit`` distinct contents (sha256 above ``after_sha256``, in order)
+        that some image records without width and height (for the backfill)."""
+        ...
+
+    async def record_dimensions(self, sha256: str, width: int, height: int) -> None:
+        """Give every image of these bytes that has none its width and height. No
+        event (nothing changed for a consumer), but the change token moves."""
         ...
 
     # --- mutations, each with its event -----------------------------------------------

@@ -27,7 +27,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
-from store.ports import AddedImage, EventOf, EventText, ImageRecord
+from store.ports import AddedImage, EventOf, EventText, ImageBytes, ImageRecord
 
 log = logging.getLogger("imagestore.store")
 
@@ -75,6 +75,12 @@ MIGRATIONS = (
         value bigint NOT NULL
     );
     INSERT INTO counters (name, value) VALUES ('changes', 0), ('events_dropped', 0);
+    """,
+    # Dimensions on record: width and height in pixels from the image's header; null
+    # for the images stored before (the backfill fills them: README, Renditions).
+    """
+    ALTER TABLE images ADD COLUMN width integer, ADD COLUMN height integer;
+    CREATE INDEX images_without_dimensions ON images (sha256) WHERE width IS NULL;
     """,
 )
 
@@ -233,7 +239,7 @@ class PostgresCatalog:
         async with self._connection() as connection:
             row = await connection.fetchrow(
                 "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, "
-                "i.blob_key FROM images i JOIN albums a ON i.album_id = a.id "
+                "i.blob_key, i.width, i.height FROM images i JOIN albums a ON i.album_id = a.id "
                 "WHERE a.name = $1 AND i.name = $2",
                 album,
                 image,
@@ -251,6 +257,29 @@ class PostgresCatalog:
             )
         known = {row[0] for row in rows}
         return [key for key in blob_keys if key not in known]
+
+    async def without_dimensions(self, after_sha256: str, limit: int) -> list[ImageBytes]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT sha256, min(blob_key), min(content_type) FROM images "
+                'WHERE width IS NULL AND sha256 COLLATE "C" > $1 GROUP BY sha256 '
+                'ORDER BY sha256 COLLATE "C" LIMIT $2',
+                after_sha256,
+                limit,
+            )
+        return [ImageBytes(row[0], row[1], row[2]) for row in rows]
+
+    async def record_dimensions(self, sha256: str, width: int, height: int) -> None:
+        async def record(connection: Db) -> None:
+            await connection.execute(
+                "UPDATE images SET width = $1, height = $2 WHERE sha256 = $3 AND width IS NULL",
+                width,
+                height,
+                sha256,
+            )
+            await self._commit(connection, None)
+
+        await self._mutate(record)
 
     # --- the outbox ------------------------------------------------------------------
 
@@ -426,12 +455,15 @@ class PostgresCatalog:
                 record.content_type,
                 record.created_at,
                 key,
+                record.width,
+                record.height,
             )
             try:
                 async with connection.transaction():
                     await connection.execute(
                         "INSERT INTO images (album_id, name, size, sha256, content_type, "
-                        "created_at, blob_key) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "created_at, blob_key, width, height) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         album_id,
                         stored.name,
                         stored.size,
@@ -439,6 +471,8 @@ class PostgresCatalog:
                         stored.content_type,
                         stored.created_at,
                         stored.blob_key,
+                        stored.width,
+                        stored.height,
                     )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"image {stored.name} already exists in album {name}") from None

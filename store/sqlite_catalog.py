@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
-from store.ports import AddedImage, EventOf, EventText, ImageRecord
+from store.ports import AddedImage, EventOf, EventText, ImageBytes, ImageRecord
 
 log = logging.getLogger("imagestore.store")
 
@@ -112,6 +112,13 @@ MIGRATIONS = (
     DROP TABLE images;
     ALTER TABLE images_new RENAME TO images;
     CREATE INDEX images_by_blob ON images (blob_key);
+    """,
+    # Dimensions on record: width and height in pixels from the image's header; null
+    # for the images stored before (the backfill fills them: README, Renditions).
+    """
+    ALTER TABLE images ADD COLUMN width INTEGER;
+    ALTER TABLE images ADD COLUMN height INTEGER;
+    CREATE INDEX images_without_dimensions ON images (sha256) WHERE width IS NULL;
     """,
 )
 
@@ -281,7 +288,8 @@ class SqliteCatalog:
 
     async def find_image(self, album: str, image: str) -> ImageRecord:
         rows = self._read(
-            "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, i.blob_key "
+            "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, i.blob_key, "
+            "i.width, i.height "
             "FROM images i JOIN albums a ON i.album_id = a.id WHERE a.name = ? AND i.name = ?",
             (album, image),
         )
@@ -301,6 +309,24 @@ class SqliteCatalog:
                 for row in self._read(f"SELECT key FROM blobs WHERE key IN ({marks})", tuple(batch))
             }
         return [key for key in blob_keys if key not in known]
+
+    async def without_dimensions(self, after_sha256: str, limit: int) -> list[ImageBytes]:
+        rows = self._read(
+            "SELECT sha256, min(blob_key), min(content_type) FROM images "
+            "WHERE width IS NULL AND sha256 > ? GROUP BY sha256 ORDER BY sha256 LIMIT ?",
+            (after_sha256, limit),
+        )
+        return [ImageBytes(*row) for row in rows]
+
+    async def record_dimensions(self, sha256: str, width: int, height: int) -> None:
+        def record() -> None:
+            with self._transaction() as tx:
+                tx.execute(
+                    "UPDATE images SET width = ?, height = ? WHERE sha256 = ? AND width IS NULL",
+                    (width, height, sha256),
+                )
+
+        await self._write(record)
 
     # --- the outbox --------------------------------------------------------------------
 
@@ -431,7 +457,7 @@ class SqliteCatalog:
                 try:
                     tx.execute(
                         "INSERT INTO images (album_id, name, size, sha256, content_type, "
-                        "created_at, blob_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "created_at, blob_key, width, height) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             album_id,
                             stored.name,
@@ -440,6 +466,8 @@ class SqliteCatalog:
                             stored.content_type,
                             stored.created_at,
                             stored.blob_key,
+                            stored.width,
+                            stored.height,
                         ),
                     )
                 except sqlite3.IntegrityError:

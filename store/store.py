@@ -8,6 +8,7 @@ its bytes), builds each change's event and raises domain errors (store.errors).
 """
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -25,6 +26,7 @@ from store.errors import (
     TooLarge,
     UnsupportedMedia,
 )
+from store.imaging import Header, ImagingPool, read_header
 from store.names import validate_name
 from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
 from store.sniff import SNIFF_BYTES, sniff_image_type
@@ -41,7 +43,8 @@ class ImageStore:
     """Albums and images over a catalog and a blob store.
 
     ``max_upload_bytes``: the largest image accepted. ``min_free_bytes``: uploads are
-    refused while the blob store has less room than this (when it can tell)."""
+    refused while the blob store has less room than this (when it can tell).
+    ``imaging``: the pool where libvips reads images (headers, renditions)."""
 
     def __init__(
         self,
@@ -49,17 +52,20 @@ class ImageStore:
         blobs: BlobStore,
         max_upload_bytes: int,
         min_free_bytes: int = 0,
+        imaging: ImagingPool | None = None,
     ) -> None:
         self.catalog = catalog
         self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
         self.min_free_bytes = min_free_bytes
+        self.imaging = imaging or ImagingPool()
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
 
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()
+        self.imaging.close()
         self.blobs.close()
         self.catalog.close()
 
@@ -212,9 +218,42 @@ class ImageStore:
         self._uploads.add(upload)
         return upload
 
+    async def header(self, blob_key: str, content_type: str) -> Header | None:
+        """The dimensions in a stored image's header (None: libvips cannot read it)."""
+        reader = await self.blobs.open(blob_key)
+        try:
+            return await read_header(self.imaging, reader, content_type)
+        finally:
+            reader.close()
+
+    async def backfill_dimensions(self, batch: int = 100) -> tuple[int, int]:
+        """Record the width and height of the images stored before dimensions were
+        (a one-off, `imagestore dimensions`; safe while serving, and to run again).
+        Returns (contents given dimensions, contents libvips cannot read)."""
+        filled = unreadable = 0
+        after = ""
+        while contents := await self.catalog.without_dimensions(after, batch):
+            for content in contents:
+                try:
+                    found = await self.header(content.blob_key, content.content_type)
+                except NotFound:  # deleted meanwhile
+                    found = None
+                if found is None:
+                    unreadable += 1
+                else:
+                    await self.catalog.record_dimensions(content.sha256, found.width, found.height)
+                    filled += 1
+            after = contents[-1].sha256
+        return filled, unreadable
+
     async def _publish(self, upload: "Upload", record: ImageRecord) -> ImageRecord:
         await upload.writer.publish()
         try:
+            # Dimensions on record: read from the header (cheap, no decode, off the
+            # IOLoop), through the blob store port like every later read.
+            found = await self.header(record.blob_key, record.content_type)
+            if found is not None:
+                record = dataclasses.replace(record, width=found.width, height=found.height)
             added = await self.catalog.add_image(
                 upload.album_id, record, lambda stored: events.encode(events.image_added(stored))
             )
