@@ -15,15 +15,11 @@ from typing import TypeVar
 
 import pyvips
 
-from store.errors import StoreError
+from store.errors import Busy
 from store.ports import BlobReader
 from store.vips import LOADERS, BlobSource
 
 T = TypeVar("T")
-
-
-class Busy(StoreError):
-    """Every image worker is busy and the queue is full (503, Retry-After)."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from store.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    RenderFailed,
     StorageFull,
     StoreError,
     TooLarge,
@@ -29,7 +30,9 @@ from store.errors import (
 from store.imaging import Header, ImagingPool, read_header
 from store.names import validate_name
 from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
+from store.renditions import Rendition, Spec, check_pixels, render
 from store.sniff import SNIFF_BYTES, sniff_image_type
+from store.vips import BlobSource, readable
 
 log = logging.getLogger("imagestore.store")
 
@@ -53,12 +56,16 @@ class ImageStore:
         max_upload_bytes: int,
         min_free_bytes: int = 0,
         imaging: ImagingPool | None = None,
+        max_pixels: int = 100_000_000,
+        render_seconds: float = 30.0,
     ) -> None:
         self.catalog = catalog
         self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
         self.min_free_bytes = min_free_bytes
         self.imaging = imaging or ImagingPool()
+        self.max_pixels = max_pixels
+        self.render_seconds = render_seconds
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
 
@@ -280,6 +287,31 @@ class ImageStore:
             # Deleted between the lookup and the open.
             raise NotFound(f"image {record.name} does not exist in album {record.album}") from None
         return ImageReader(record, reader)
+
+    async def render(self, record: ImageRecord, spec: Spec) -> Rendition:
+        """A rendition of the image ``record`` describes (its bytes, read through the
+        blob store port), made in the bounded imaging pool: Busy when it is full,
+        TooManyPixels before decoding an image over the limit."""
+        if not readable(record.content_type):
+            raise RenderFailed(
+                f"{record.content_type} images cannot be rendered: only their original is served"
+            )
+        if record.width is not None and record.height is not None:
+            check_pixels(Header(record.width, record.height, 1), self.max_pixels)
+        try:
+            reader = await self.blobs.open(record.blob_key)
+        except NotFound:
+            raise NotFound(f"image {record.name} does not exist in album {record.album}") from None
+        loop = asyncio.get_running_loop()
+        source = BlobSource(reader, loop, loop.time() + self.render_seconds)
+        try:
+            made = await self.imaging.run(
+                render, source, record.content_type, spec, self.max_pixels, self.render_seconds
+            )
+        finally:
+            source.close()
+            reader.close()
+        return made
 
     async def delete_image(self, album: str, image: str) -> tuple[str, str]:
         album = validate_name(album, "album")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyvips
 
-from store.errors import StorageUnavailable, StoreError
+from store.errors import Deadline, StorageUnavailable, StoreError
 from store.ports import BlobReader
 
 log = logging.getLogger("imagestore.store")
@@ -54,10 +54,6 @@ _configure()
 def readable(content_type: str) -> bool:
     """Whether libvips may read images of this (sniffed) type."""
     return content_type in LOADERS
-
-
-class Deadline(StoreError):
-    """An image took longer than its time limit to read."""
 
 
 class BlobSource:
