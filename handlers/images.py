@@ -432,31 +432,35 @@ class ImageHandler(UploadingHandler):
             self.set_status(304)
             self.finish()
             return
-        made = await self.store.render(record, spec)
-        self._dimension_headers(made.width, made.height)
-        self.set_header("Content-Type", spec.content_type)
-        attachment = self.get_query_argument("download", "") not in ("", "0", "false")
-        stem = record.name.rsplit(".", 1)[0] or record.name
-        name = f"{stem}.{'jpg' if spec.format == 'jpeg' else spec.format}"
-        self.set_header("Content-Disposition", content_disposition(name, attachment))
-        size = len(made.data)
-        wanted = self._range(etag, last_modified, size)
-        if wanted is not None and not wanted.satisfiable:
-            self.set_status(416)
-            self.set_header("Content-Range", f"bytes */{size}")
-            self.write_json({"error": f"the range is outside the rendition's {size} bytes"})
-            return
-        start, end = (wanted.start, wanted.end) if wanted else (0, size)
-        if wanted:
-            self.set_status(206)
-            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        self.set_header("Content-Length", end - start)
+        made = await self.store.rendition(record, spec)
         try:
+            self._dimension_headers(made.width, made.height)
+            self.set_header("Content-Type", made.content_type)
+            attachment = self.get_query_argument("download", "") not in ("", "0", "false")
+            stem = record.name.rsplit(".", 1)[0] or record.name
+            name = f"{stem}.{'jpg' if spec.format == 'jpeg' else spec.format}"
+            self.set_header("Content-Disposition", content_disposition(name, attachment))
+            size = made.size
+            wanted = self._range(etag, last_modified, size)
+            if wanted is not None and not wanted.satisfiable:
+                self.set_status(416)
+                self.set_header("Content-Range", f"bytes */{size}")
+                self.write_json({"error": f"the range is outside the rendition's {size} bytes"})
+                return
+            start, end = (wanted.start, wanted.end) if wanted else (0, size)
+            if wanted:
+                self.set_status(206)
+                self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.set_header("Content-Length", end - start)
             if include_body:
-                self.write(made.data[start:end])
-            await self.finish()
+                async for chunk in made.chunks(start, end):
+                    self.write(chunk)
+                    await self.flush()
+            self.finish()
         except StreamClosedError:
             log.debug("client went away during a rendition of %s/%s", album, image)
+        finally:
+            made.close()
 
     def _dimension_headers(self, width: int | None, height: int | None) -> None:
         if width is not None and height is not None:

@@ -39,6 +39,7 @@ class ImagingPool:
         self.queue = self.workers * 4 if queue is None else queue
         self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="imaging")
         self._running = 0
+        self.jobs_done = 0  # since start (for /healthz and the tests)
 
     @property
     def running(self) -> int:
@@ -59,6 +60,7 @@ class ImagingPool:
             return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
         finally:
             self._running -= 1
+            self.jobs_done += 1
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)

@@ -47,6 +47,20 @@ class ImageBytes:
     content_type: str
 
 
+@dataclass(frozen=True)
+class CachedRendition:
+    """A rendition kept in the blob store: of the original stored under
+    ``source_key``, made with the normalised parameters ``spec``."""
+
+    source_key: str
+    spec: str
+    blob_key: str
+    size: int
+    content_type: str
+    width: int
+    height: int
+
+
 # An event as the outbox stores it: JSON text without its id (given once stored).
 EventText = str
 
@@ -88,7 +102,8 @@ class Catalog(Protocol):
     async def find_image(self, album: str, image: str) -> ImageRecord: ...
 
     async def unreferenced(self, blob_keys: list[str]) -> list[str]:
-        """Those of ``blob_keys`` that no image references (for the orphan sweep)."""
+        """Those of ``blob_keys`` that no image nor cached rendition references (for the
+        orphan sweep)."""
         ...
 
     async def without_dimensions(self, after_sha256: str, limit: int) -> list[ImageBytes]:
@@ -99,6 +114,22 @@ class Catalog(Protocol):
     async def record_dimensions(self, sha256: str, width: int, height: int) -> None:
         """Give every image of these bytes that has none its width and height. No
         event (nothing changed for a consumer), but the change token moves."""
+        ...
+
+    # --- the rendition cache (no events: nothing a consumer sees changes) --------------
+    async def find_rendition(self, source_key: str, spec: str) -> CachedRendition | None:
+        """The cached rendition, marked as used now (to the minute: a hit seldom writes)."""
+        ...
+
+    async def add_rendition(self, rendition: CachedRendition, max_bytes: int) -> list[str]:
+        """Record a rendition whose blob is stored, then evict the least recently used
+        until all of them take at most ``max_bytes``. Returns the blob keys to remove:
+        the evicted, and this one's if it was there already or is evicted at once."""
+        ...
+
+    async def drop_renditions(self, source_keys: list[str] | None) -> list[str]:
+        """Forget the renditions of these originals (None: of every original that is
+        gone, after a crash); their blob keys, to remove."""
         ...
 
     # --- mutations, each with its event -----------------------------------------------

@@ -27,7 +27,14 @@ from asyncpg.pool import PoolConnectionProxy
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
-from store.ports import AddedImage, EventOf, EventText, ImageBytes, ImageRecord
+from store.ports import (
+    AddedImage,
+    CachedRendition,
+    EventOf,
+    EventText,
+    ImageBytes,
+    ImageRecord,
+)
 
 log = logging.getLogger("imagestore.store")
 
@@ -40,6 +47,11 @@ MIGRATION_LOCK = 0x696D6773  # "imgs"
 # Held for as long as one instance publishes the outbox.
 PUBLISHER_LOCK = 0x696D6770  # "imgp"
 DROP_WARNING_INTERVAL = 10.0
+# Serialises the rendition cache's evictions among instances.
+RENDITION_LOCK = 0x696D6772  # "imgr"
+# A cache hit marks its rendition used again only when the mark is this old: an
+# approximate LRU that spares most hits a write.
+TOUCH_SECONDS = 60.0
 
 MIGRATIONS = (
     """
@@ -81,6 +93,23 @@ MIGRATIONS = (
     """
     ALTER TABLE images ADD COLUMN width integer, ADD COLUMN height integer;
     CREATE INDEX images_without_dimensions ON images (sha256) WHERE width IS NULL;
+    """,
+    # The rendition cache: blobs made from an original (source_key), least recently
+    # used evicted past a byte budget. No foreign key: the originals' rows go first
+    # and their renditions are dropped right after (or by the start-up sweep).
+    """
+    CREATE TABLE renditions (
+        source_key   text NOT NULL,
+        spec         text NOT NULL,
+        blob_key     text NOT NULL UNIQUE,
+        size         bigint NOT NULL,
+        content_type text NOT NULL,
+        width        integer NOT NULL,
+        height       integer NOT NULL,
+        last_used    double precision NOT NULL,
+        PRIMARY KEY (source_key, spec)
+    );
+    CREATE INDEX renditions_by_use ON renditions (last_used);
     """,
 )
 
@@ -253,7 +282,9 @@ class PostgresCatalog:
     async def unreferenced(self, blob_keys: list[str]) -> list[str]:
         async with self._connection() as connection:
             rows = await connection.fetch(
-                "SELECT key FROM blobs WHERE key = ANY($1::text[])", blob_keys
+                "SELECT key FROM blobs WHERE key = ANY($1::text[]) UNION ALL "
+                "SELECT blob_key FROM renditions WHERE blob_key = ANY($1::text[])",
+                blob_keys,
             )
         known = {row[0] for row in rows}
         return [key for key in blob_keys if key not in known]
@@ -280,6 +311,76 @@ class PostgresCatalog:
             await self._commit(connection, None)
 
         await self._mutate(record)
+
+    # --- the rendition cache ------------------------------------------------------------
+
+    async def find_rendition(self, source_key: str, spec: str) -> CachedRendition | None:
+        async with self._connection() as connection:
+            row = await connection.fetchrow(
+                "SELECT source_key, spec, blob_key, size, content_type, width, height, "
+                "last_used FROM renditions WHERE source_key = $1 AND spec = $2",
+                source_key,
+                spec,
+            )
+            if row is None:
+                return None
+            now = time.time()
+            if now - row[7] > TOUCH_SECONDS:
+                await connection.execute(
+                    "UPDATE renditions SET last_used = $3 WHERE source_key = $1 AND spec = $2",
+                    source_key,
+                    spec,
+                    now,
+                )
+        return CachedRendition(*row[:7])
+
+    async def add_rendition(self, rendition: CachedRendition, max_bytes: int) -> list[str]:
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", RENDITION_LOCK)
+            inserted = await connection.fetchval(
+                "INSERT INTO renditions (source_key, spec, blob_key, size, content_type, "
+                "width, height, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                rendition.source_key,
+                rendition.spec,
+                rendition.blob_key,
+                rendition.size,
+                rendition.content_type,
+                rendition.width,
+                rendition.height,
+                time.time(),
+            )
+            gone = [] if inserted else [rendition.blob_key]
+            excess = int(await connection.fetchval("SELECT coalesce(sum(size), 0) FROM renditions"))
+            excess -= max_bytes
+            if excess > 0:
+                for row in await connection.fetch(
+                    "SELECT blob_key, size FROM renditions ORDER BY last_used, blob_key"
+                ):
+                    gone.append(row[0])
+                    excess -= row[1]
+                    if excess <= 0:
+                        break
+                await connection.execute(
+                    "DELETE FROM renditions WHERE blob_key = ANY($1::text[])", gone
+                )
+        return gone
+
+    async def drop_renditions(self, source_keys: list[str] | None) -> list[str]:
+        if source_keys == []:
+            return []
+        async with self._connection() as connection:
+            if source_keys is None:
+                rows = await connection.fetch(
+                    "DELETE FROM renditions WHERE source_key NOT IN (SELECT key FROM blobs) "
+                    "RETURNING blob_key"
+                )
+            else:
+                rows = await connection.fetch(
+                    "DELETE FROM renditions WHERE source_key = ANY($1::text[]) RETURNING blob_key",
+                    source_keys,
+                )
+        return [row[0] for row in rows]
 
     # --- the outbox ------------------------------------------------------------------
 

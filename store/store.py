@@ -29,8 +29,15 @@ from store.errors import (
 )
 from store.imaging import Header, ImagingPool, read_header
 from store.names import validate_name
-from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
-from store.renditions import Rendition, Spec, check_pixels, render
+from store.ports import (
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    CachedRendition,
+    Catalog,
+    ImageRecord,
+)
+from store.renditions import Rendition, Spec, check_pixels, default_format, render
 from store.sniff import SNIFF_BYTES, sniff_image_type
 from store.vips import BlobSource, readable
 
@@ -58,6 +65,8 @@ class ImageStore:
         imaging: ImagingPool | None = None,
         max_pixels: int = 100_000_000,
         render_seconds: float = 30.0,
+        rendition_cache_bytes: int = 0,
+        renditions_on_upload: tuple[int, ...] = (),
     ) -> None:
         self.catalog = catalog
         self.blobs = blobs
@@ -66,12 +75,21 @@ class ImageStore:
         self.imaging = imaging or ImagingPool()
         self.max_pixels = max_pixels
         self.render_seconds = render_seconds
+        self.rendition_cache_bytes = rendition_cache_bytes
+        self.renditions_on_upload = renditions_on_upload
+        # Renditions being made, by (original's blob, spec): asked again meanwhile,
+        # one is made and every asker gets it. An entry stays until the rendition is
+        # in the cache.
+        self._making: dict[tuple[str, str], asyncio.Future[Rendition]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
 
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()
+        for task in list(self._background):
+            task.cancel()
         self.imaging.close()
         self.blobs.close()
         self.catalog.close()
@@ -81,6 +99,8 @@ class ImageStore:
         references. Only while nothing else uses the backends (at start-up).
         Returns (unfinished uploads removed, orphan blobs removed)."""
         unfinished = await self.blobs.remove_unfinished()
+        # Renditions of originals deleted just before a crash.
+        await self.blobs.remove(await self.catalog.drop_renditions(None))
         orphans = 0
         async for keys in self.blobs.published_keys():
             unreferenced = await self.catalog.unreferenced(keys)
@@ -170,6 +190,7 @@ class ImageStore:
         freed = await self.catalog.delete_album(album, events.encode(events.album_deleted(album)))
         self._changed()
         await self.blobs.remove(freed)
+        await self.blobs.remove(await self.catalog.drop_renditions(freed))
         return album
 
     async def rename_album(self, album: str, new_name: str) -> tuple[str, str]:
@@ -270,7 +291,26 @@ class ImageStore:
         self._changed()
         if added.redundant_blob is not None:
             await self.blobs.remove([added.redundant_blob])  # the same bytes were there
+        if (
+            self.renditions_on_upload
+            and self.rendition_cache_bytes
+            and readable(added.record.content_type)
+        ):
+            self._in_background(self._make_eagerly(added.record))
         return added.record
+
+    async def _make_eagerly(self, record: ImageRecord) -> None:
+        """IMAGESTORE_RENDITIONS_ON_UPLOAD: after the upload's answer, never delaying it."""
+        for width in self.renditions_on_upload:
+            spec = Spec(width, None, "inside", default_format(record.content_type), None)
+            try:
+                made = await self.rendition(record, spec)
+                made.close()
+            except StoreError as err:
+                log.info(
+                    "no eager rendition %s of %s/%s: %s", spec.key, record.album, record.name, err
+                )
+                return
 
     async def get_image(self, album: str, image: str) -> ImageRecord:
         return await self.catalog.find_image(
@@ -287,6 +327,79 @@ class ImageStore:
             # Deleted between the lookup and the open.
             raise NotFound(f"image {record.name} does not exist in album {record.album}") from None
         return ImageReader(record, reader)
+
+    async def rendition(self, record: ImageRecord, spec: Spec) -> "RenditionReader":
+        """The rendition of ``record``'s image: from the cache when it was made before
+        (streamed from the blob store like an original), else made now (once, however
+        many ask at the same time) and kept in the cache."""
+        if self.rendition_cache_bytes:
+            cached = await self.catalog.find_rendition(record.blob_key, spec.key)
+            if cached is not None:
+                try:
+                    reader = await self.blobs.open(cached.blob_key)
+                except NotFound:
+                    pass  # evicted since: make it again
+                else:
+                    return RenditionReader(
+                        cached.content_type, cached.width, cached.height, reader.size, reader
+                    )
+        key = (record.blob_key, spec.key)
+        making = self._making.get(key)
+        if making is None:
+            making = asyncio.get_running_loop().create_future()
+            self._making[key] = making
+            try:
+                made = await self.render(record, spec)
+            except BaseException as err:
+                del self._making[key]
+                making.set_exception(err)
+                making.exception()  # retrieved: no "never retrieved" warning
+                raise
+            making.set_result(made)
+            self._in_background(self._keep(key, spec, made))
+        else:
+            made = await asyncio.shield(making)
+        return RenditionReader(
+            spec.content_type, made.width, made.height, len(made.data), made.data
+        )
+
+    async def settled(self) -> None:
+        """Once the background work (caching renditions just made, eager renditions)
+        started so far has finished."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _keep(self, key: tuple[str, str], spec: Spec, made: Rendition) -> None:
+        """Put a rendition just made into the cache (after its first answer)."""
+        try:
+            if len(made.data) > self.rendition_cache_bytes:
+                return
+            blob_key = new_key()
+            writer = await self.blobs.begin(blob_key)
+            try:
+                await writer.write(made.data)
+                await writer.publish()
+            except BaseException:
+                writer.abort()
+                raise
+            cached = CachedRendition(
+                key[0], key[1], blob_key, len(made.data), spec.content_type, made.width, made.height
+            )
+            try:
+                gone = await self.catalog.add_rendition(cached, self.rendition_cache_bytes)
+            except BaseException:
+                await self.blobs.remove([blob_key])
+                raise
+            await self.blobs.remove(gone)
+        except StoreError as err:
+            log.warning("a rendition could not be cached: %s", err)
+        finally:
+            self._making.pop(key, None)
 
     async def render(self, record: ImageRecord, spec: Spec) -> Rendition:
         """A rendition of the image ``record`` describes (its bytes, read through the
@@ -321,6 +434,7 @@ class ImageStore:
         self._changed()
         if freed is not None:
             await self.blobs.remove([freed])
+            await self.blobs.remove(await self.catalog.drop_renditions([freed]))
         return album, image
 
     async def rename_image(self, album: str, image: str, new_name: str) -> tuple[str, str]:
@@ -430,6 +544,35 @@ class Upload:
             self._state = "aborted"
             self.writer.abort()
             self._store._uploads.discard(self)
+
+
+class RenditionReader:
+    """A rendition's bytes: from the cache (a blob reader) or just made (in memory)."""
+
+    def __init__(
+        self,
+        content_type: str,
+        width: int,
+        height: int,
+        size: int,
+        data: bytes | BlobReader,
+    ) -> None:
+        self.content_type = content_type
+        self.width = width
+        self.height = height
+        self.size = size
+        self._data = data
+
+    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        if isinstance(self._data, bytes):
+            yield self._data[start:end]
+            return
+        async for chunk in self._data.chunks(start, end):
+            yield chunk
+
+    def close(self) -> None:
+        if not isinstance(self._data, bytes):
+            self._data.close()
 
 
 class ImageReader:

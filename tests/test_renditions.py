@@ -14,6 +14,7 @@ from images import BMP, animated_gif, real
 
 from handlers import make_app
 from handlers.renditions import RenditionPolicy
+from store import open_store
 from store.signing import sign_url
 
 KEYS = (b"the new key", b"the old key")
@@ -347,3 +348,118 @@ async def test_formats_libvips_does_not_read_get_422_and_their_original(api):
     assert response.code == 422
     assert "image/bmp images cannot be rendered" in body_json(response)["error"]
     assert (await api.download("pets", "old.bmp")).body == BMP
+
+
+# --- the rendition cache -------------------------------------------------------------
+
+
+@pytest.fixture
+def rendition_cache_bytes():
+    return 64 * 1024**2
+
+
+@pytest.fixture
+def store(backend, max_upload_bytes, rendition_cache_bytes, io_loop):
+    image_store = open_store(
+        backend.backends, max_upload_bytes, rendition_cache_bytes=rendition_cache_bytes
+    )
+    yield image_store
+    io_loop.run_sync(image_store.settled)  # the renditions being cached
+    image_store.close()
+
+
+async def cached_keys(store, backend) -> set[str]:
+    """The blobs that are not originals."""
+    originals = set()
+    for album in await store.list_albums():
+        for image in await store.list_images(album):
+            originals.add((await store.get_image(album, image)).blob_key)
+    return set(backend.published()) - originals
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_rendition_is_made_once_then_served_from_the_cache(api, store, backend):
+    await stored(api, "photo.jpg", real(".jpg", 300, 200))
+    before = store.imaging.jobs_done
+    first = await asyncio.gather(
+        *(rendition(api, "photo.jpg", "width=64&format=webp") for _ in range(6))
+    )
+    assert {response.code for response in first} == {200}
+    assert len({response.body for response in first}) == 1
+    assert store.imaging.jobs_done == before + 1, "six at once, made once"
+    await store.settled()
+    assert len(await cached_keys(store, backend)) == 1
+    hit = await rendition(api, "photo.jpg", "width=64&format=webp")
+    assert hit.body == first[0].body and hit.headers["ETag"] == first[0].headers["ETag"]
+    assert hit.headers["X-Image-Width"] == "64"
+    part = await rendition(api, "photo.jpg", "width=64&format=webp", headers={"Range": "bytes=2-5"})
+    assert part.code == 206 and part.body == first[0].body[2:6]
+    assert store.imaging.jobs_done == before + 1, "the cache served them"
+    # Another parameter is another rendition.
+    assert (await rendition(api, "photo.jpg", "width=64&format=png")).code == 200
+    assert store.imaging.jobs_done == before + 2
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_renditions_go_with_their_original(api, store, backend):
+    await stored(api, "photo.jpg", real(".jpg", 300, 200))
+    assert (await api.put_image("pets", "other.jpg", real(".jpg", 200, 300))).code == 200
+    for query in ("width=64", "width=128&format=png"):
+        for name in ("photo.jpg", "other.jpg"):
+            assert (await rendition(api, name, query)).code == 200
+    await store.settled()
+    assert len(await cached_keys(store, backend)) == 4
+    assert (await api.request("DELETE", "/albums/pets/images/photo.jpg")).code == 200
+    assert len(await cached_keys(store, backend)) == 2
+    assert (await api.request("DELETE", "/albums/pets")).code == 200
+    assert backend.published() == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_cache_stays_within_its_budget_evicting_the_least_recently_used(
+    api, store, backend
+):
+    await stored(api, "photo.jpg", real(".png", 400, 400))
+    store.rendition_cache_bytes = 0  # first, only learn the sizes
+    sizes = {}
+    for width in (64, 128, 256):
+        sizes[width] = len((await rendition(api, "photo.jpg", f"width={width}&format=png")).body)
+    await store.settled()
+    assert await cached_keys(store, backend) == set()
+    # Room for the two largest but one byte.
+    store.rendition_cache_bytes = sizes[128] + sizes[256] - 1
+    for width in sizes:
+        assert (await rendition(api, "photo.jpg", f"width={width}&format=png")).code == 200
+        await store.settled()
+    record = await store.get_image("pets", "photo.jpg")
+    kept = {
+        width: await store.catalog.find_rendition(record.blob_key, f"w{width}h0inside.pngq0")
+        for width in sizes
+    }
+    assert kept[256] is not None, "the newest stays"
+    assert kept[64] is None and kept[128] is None, "the oldest went first, then the next"
+    in_cache = sum(entry.size for entry in kept.values() if entry is not None)
+    assert in_cache <= store.rendition_cache_bytes
+    assert await cached_keys(store, backend) == {e.blob_key for e in kept.values() if e is not None}
+    # An evicted rendition is made again.
+    assert (await rendition(api, "photo.jpg", "width=64&format=png")).code == 200
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_sweep_recovers_the_cache_after_a_crash(api, store, backend):
+    await stored(api, "photo.jpg", real(".jpg", 300, 200))
+    assert (await rendition(api, "photo.jpg", "width=64")).code == 200
+    await store.settled()
+    (kept,) = await cached_keys(store, backend)
+    # A crash after the original's catalog delete, before its renditions went...
+    await store.catalog.delete_image("pets", "photo.jpg", '{"event":"x","message":"x"}')
+    # ... and one after a rendition's bytes were stored, before the catalog knew.
+    writer = await store.blobs.begin("f" * 32)
+    await writer.write(b"half-cached")
+    await writer.publish()
+    await store.sweep()
+    assert backend.published() == [
+        record for record in backend.published() if record not in (kept, "f" * 32)
+    ]
+    assert kept not in backend.published() and "f" * 32 not in backend.published()
+    assert await store.catalog.drop_renditions(None) == []
