@@ -18,6 +18,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from cli.copy import copy_command
+from cli.dimensions import dimensions_command
+from cli.sign import sign_command
 from handlers import api_server_url, make_app
 from handlers.access import AccessPolicy
 from handlers.limits import UploadLimits
@@ -309,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["copy"]:
         return copy_command(argv[1:])
+    if argv[:1] == ["sign"]:
+        return sign_command(argv[1:])
+    if argv[:1] == ["dimensions"]:
+        return dimensions_command(argv[1:])
     if argv[:1] == ["watch"]:
         settings = parse_watch_settings(argv[1:], os.environ)
         for warning in unknown_variables(os.environ):  # no logging here: plain stderr

@@ -568,10 +568,12 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
     """Flags win over environment variables, which win over the defaults."""
     parser = _Parser(
         prog="imagestore",
-        usage="%(prog)s [options]\n       %(prog)s watch [options]",
+        usage="%(prog)s [options]\n       %(prog)s watch [options]\n"
+        "       %(prog)s sign URL\n       %(prog)s dimensions [options]",
         description="Image Storage Service: albums and images over a REST API. "
         "'imagestore watch' prints the change events published on MQTT instead "
-        "(imagestore watch --help).",
+        "(imagestore watch --help); 'imagestore sign URL' signs a rendition URL; "
+        "'imagestore dimensions' records the sizes of images stored before they were.",
         epilog="Every flag can also be set by the environment variable shown in brackets.",
     )
     parser.add_argument("--version", action="version", version=f"imagestore {VERSION}")
