@@ -18,15 +18,19 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from cli.copy import copy_command
+from cli.dimensions import dimensions_command
+from cli.sign import sign_command
 from handlers import api_server_url, make_app
 from handlers.access import AccessPolicy
 from handlers.limits import UploadLimits
+from handlers.renditions import RenditionPolicy
 from memory import start_memory_release
 from notify import NotifierState, OutboxPublisher
 from notify.watch import watch
 from onefile import follow_the_bootloader, signal_on_parent_death
 from settings import VERSION, Settings, parse_settings, parse_watch_settings, unknown_variables
 from store import Claim, ImageStore, StoreError, open_store
+from store.imaging import ImagingPool
 
 log = logging.getLogger("imagestore")
 
@@ -53,6 +57,11 @@ async def serve(
             settings.max_upload_bytes,
             outbox_limit=settings.outbox_limit if settings.mqtt.enabled else None,
             min_free_bytes=settings.min_free_bytes,
+            imaging=ImagingPool(settings.rendition_workers, settings.rendition_queue),
+            max_pixels=settings.max_pixels,
+            render_seconds=settings.rendition_seconds,
+            rendition_cache_bytes=settings.rendition_cache_bytes,
+            renditions_on_upload=settings.renditions_on_upload,
         )
     except StoreError as err:
         log.error("cannot open the store (%s): %s", settings.backends.describe(), err)
@@ -76,6 +85,9 @@ async def serve(
             settings.trusted_proxies,
         ),
         limits=limits,
+        renditions=RenditionPolicy(
+            settings.rendition_widths, tuple(key.encode() for key in settings.url_signing_key)
+        ),
         list_cache_bytes=settings.list_cache_bytes,
         send_timeout_seconds=settings.send_timeout_seconds,
     )
@@ -121,6 +133,10 @@ async def serve(
         memory_release.stop()
     if publisher:
         await publisher.stop(timeout=2)
+    try:
+        await asyncio.wait_for(store.settled(), timeout=5)  # renditions being cached
+    except TimeoutError:
+        log.warning("some renditions were not cached in time")
     store.close()
     return 0
 
@@ -295,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["copy"]:
         return copy_command(argv[1:])
+    if argv[:1] == ["sign"]:
+        return sign_command(argv[1:])
+    if argv[:1] == ["dimensions"]:
+        return dimensions_command(argv[1:])
     if argv[:1] == ["watch"]:
         settings = parse_watch_settings(argv[1:], os.environ)
         for warning in unknown_variables(os.environ):  # no logging here: plain stderr

@@ -14,6 +14,7 @@ from handlers.health import HealthHandler
 from handlers.images import ImageHandler, ImagesHandler
 from handlers.limits import UploadLimits
 from handlers.openapi import build_spec
+from handlers.renditions import RenditionPolicy
 from onefile import bundled
 from settings import Settings
 from store import ImageStore
@@ -46,6 +47,7 @@ def make_app(
     list_cache_bytes: int = Settings.list_cache_bytes,
     send_timeout_seconds: float = Settings.send_timeout_seconds,
     swagger_dir: str = "",
+    renditions: RenditionPolicy | None = None,
     **settings: Any,
 ) -> Application:
     """``notifier_status``: the MQTT publisher's state for /healthz (None: MQTT off).
@@ -54,7 +56,7 @@ def make_app(
     ``limits``: concurrent uploads and body timeouts. ``list_cache_bytes``: memory for
     cached list answers. ``send_timeout_seconds``: a response that sends nothing for
     this long is cut. ``swagger_dir``: the Swagger UI's files (default: the bundled
-    static/swagger)."""
+    static/swagger). ``renditions``: the allow-list of sizes and the URL signing keys."""
     access = access or AccessPolicy()
     hide_header_values_in_tornado_logs()
     args: dict[str, Any] = {"store": store}
@@ -77,5 +79,6 @@ def make_app(
         send_timeout_seconds=send_timeout_seconds,
         access=access,
         limits=limits or UploadLimits(Settings.max_concurrent_uploads),
+        renditions=renditions or RenditionPolicy(),
         **settings,
     )

@@ -32,12 +32,15 @@ class _Pending:
     def __init__(self) -> None:
         self.pieces: list[bytes] = []
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes, /) -> int:
         self.pieces.append(bytes(data))
         return len(data)
 
     def flush(self) -> None:
         """Nothing to do: the handler sends the pieces."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def take(self) -> list[bytes]:
         pieces, self.pieces = self.pieces, []

@@ -20,14 +20,18 @@ from handlers.access import AccessPolicy
 from handlers.sending import SendWatch
 from handlers.transfer import declared_length, etag_matches
 from store import (
+    Busy,
     Conflict,
+    Deadline,
     ImageStore,
     InvalidInput,
     NotFound,
+    RenderFailed,
     StorageFull,
     StorageUnavailable,
     StoreError,
     TooLarge,
+    TooManyPixels,
     UnsupportedMedia,
 )
 
@@ -40,6 +44,10 @@ STATUS_OF_ERROR: dict[type[StoreError], int] = {
     Conflict: 409,
     TooLarge: 413,
     UnsupportedMedia: 415,
+    TooManyPixels: 422,
+    RenderFailed: 422,
+    Busy: 503,
+    Deadline: 503,
     StorageUnavailable: 503,
     StorageFull: 507,
 }

@@ -12,6 +12,7 @@ from handlers.base import APIHandler, http_error
 from handlers.bodies import MULTIPART_OVERHEAD, MultipartImageBody, RawImageBody
 from handlers.limits import NoUploadSlot, UploadLimits
 from handlers.lists import ListQuery, image_item, page_body
+from handlers.renditions import RenditionPolicy, rendition_spec, wants_rendition
 from handlers.transfer import (
     ByteRange,
     content_disposition,
@@ -379,7 +380,15 @@ class ImageHandler(UploadingHandler):
         """
         await self._send_image(album, image, include_body=False)
 
+    @property
+    def rendition_policy(self) -> RenditionPolicy:
+        policy: RenditionPolicy = self.application.settings["renditions"]
+        return policy
+
     async def _send_image(self, album: str, image: str, include_body: bool) -> None:
+        if wants_rendition(self.request.query_arguments):
+            await self._send_rendition(album, image, include_body)
+            return
         reader = await self.store.open_image(album, image)
         try:
             record = reader.record
@@ -389,6 +398,7 @@ class ImageHandler(UploadingHandler):
             self.set_header("Last-Modified", last_modified)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("Accept-Ranges", "bytes")
+            self._dimension_headers(record.width, record.height)
             if self._not_modified(etag, last_modified):
                 self.set_status(304)
                 self.finish()
@@ -416,6 +426,64 @@ class ImageHandler(UploadingHandler):
             log.debug("client went away during the download of %s/%s", album, image)
         finally:
             reader.close()
+
+    async def _send_rendition(self, album: str, image: str, include_body: bool) -> None:
+        record = await self.store.get_image(album, image)
+        spec, by_accept = rendition_spec(
+            self.request.query_arguments,
+            record.content_type,
+            self.request.headers.get("Accept", ""),
+            self.rendition_policy,
+            self.request.path,
+            self.request.query,
+        )
+        # Known before rendering: a client that has it is answered at once.
+        etag = f'"{record.sha256}-{spec.key}"'
+        last_modified = datetime.fromtimestamp(int(record.created_at), UTC)
+        if by_accept:
+            self.set_header("Vary", "Accept")
+        self.set_header("ETag", etag)
+        self.set_header("Last-Modified", last_modified)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Accept-Ranges", "bytes")
+        if self._not_modified(etag, last_modified):
+            self.set_status(304)
+            self.finish()
+            return
+        made = await self.store.rendition(record, spec)
+        try:
+            self._dimension_headers(made.width, made.height)
+            self.set_header("Content-Type", made.content_type)
+            attachment = self.get_query_argument("download", "") not in ("", "0", "false")
+            stem = record.name.rsplit(".", 1)[0] or record.name
+            name = f"{stem}.{'jpg' if spec.format == 'jpeg' else spec.format}"
+            self.set_header("Content-Disposition", content_disposition(name, attachment))
+            size = made.size
+            wanted = self._range(etag, last_modified, size)
+            if wanted is not None and not wanted.satisfiable:
+                self.set_status(416)
+                self.set_header("Content-Range", f"bytes */{size}")
+                self.write_json({"error": f"the range is outside the rendition's {size} bytes"})
+                return
+            start, end = (wanted.start, wanted.end) if wanted else (0, size)
+            if wanted:
+                self.set_status(206)
+                self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.set_header("Content-Length", end - start)
+            if include_body:
+                async for chunk in made.chunks(start, end):
+                    self.write(chunk)
+                    await self.flush()
+            self.finish()
+        except StreamClosedError:
+            log.debug("client went away during a rendition of %s/%s", album, image)
+        finally:
+            made.close()
+
+    def _dimension_headers(self, width: int | None, height: int | None) -> None:
+        if width is not None and height is not None:
+            self.set_header("X-Image-Width", width)
+            self.set_header("X-Image-Height", height)
 
     def _not_modified(self, etag: str, last_modified: datetime) -> bool:
         if_none_match = self.request.headers.get("If-None-Match")

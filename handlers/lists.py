@@ -84,6 +84,8 @@ def image_item(image: ImageRecord) -> dict[str, Any]:
         "size": image.size,
         "contentType": image.content_type,
         "sha256": image.sha256,
+        "width": image.width,
+        "height": image.height,
         "createdAt": rfc3339(image.created_at),
     }
 

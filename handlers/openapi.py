@@ -103,12 +103,20 @@ SCHEMAS: dict[str, Document] = {
     },
     "ImageDetail": {
         "type": "object",
-        "required": ["name", "size", "contentType", "sha256", "createdAt"],
+        "required": ["name", "size", "contentType", "sha256", "width", "height", "createdAt"],
         "properties": {
             "name": {"type": "string", "example": "cat.png"},
             "size": {"type": "integer", "minimum": 1},
             "contentType": {"type": "string", "example": "image/png"},
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "width": {
+                "type": "integer",
+                "minimum": 1,
+                "nullable": True,
+                "description": "In pixels; null when unknown (a format whose header is "
+                "not read, or an older image not backfilled yet).",
+            },
+            "height": {"type": "integer", "minimum": 1, "nullable": True},
             "createdAt": {"type": "string", "format": "date-time"},
         },
     },

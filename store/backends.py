@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from store.file_blobs import FileBlobStore, FolderLock, remove_unfinished_uploads
@@ -94,14 +95,16 @@ def open_store(
     max_upload_bytes: int,
     outbox_limit: int | None = None,
     min_free_bytes: int = 0,
+    **options: Any,
 ) -> ImageStore:
+    """``options``: ImageStore's others (imaging pool, pixel limit, rendition cache)."""
     catalog = open_catalog(backends.catalog_url, outbox_limit)
     try:
         blobs = open_blobs(backends.blobs_url)
     except BaseException:
         catalog.close()
         raise
-    return ImageStore(catalog, blobs, max_upload_bytes, min_free_bytes)
+    return ImageStore(catalog, blobs, max_upload_bytes, min_free_bytes, **options)
 
 
 class Claim:

@@ -90,11 +90,14 @@ async def test_image_details_are_the_uploads_own(api):
     items = body_json(response)["imageList"]
     assert [item["name"] for item in items] == sorted(uploads)
     types = {"cat.png": "image/png", "dog.jpg": "image/jpeg", "fish.gif": "image/gif"}
+    # From the header; None where libvips cannot read it (the stub JPEG has none).
+    dimensions = {"cat.png": (3, 2), "dog.jpg": (None, None), "fish.gif": (1, 1)}
     for item in items:
         data = uploads[item["name"]]
         assert item["size"] == len(data)
         assert item["sha256"] == hashlib.sha256(data).hexdigest()
         assert item["contentType"] == types[item["name"]]
+        assert (item["width"], item["height"]) == dimensions[item["name"]]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", item["createdAt"])
         created = datetime.fromisoformat(item["createdAt"].replace("Z", "+00:00")).timestamp()
         assert before - 0.001 <= created <= after + 0.001
