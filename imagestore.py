@@ -24,7 +24,9 @@ from handlers import api_server_url, make_app
 from handlers.access import AccessPolicy
 from handlers.limits import UploadLimits
 from handlers.renditions import RenditionPolicy
+from logformat import configure_logging
 from memory import start_memory_release
+from metrics import Metrics, MultiprocessFolder, multiprocess_folder
 from notify import NotifierState, OutboxPublisher
 from notify.watch import watch
 from onefile import follow_the_bootloader, signal_on_parent_death
@@ -67,9 +69,12 @@ async def serve(
         log.error("cannot open the store (%s): %s", settings.backends.describe(), err)
         return 1
     limits.slots.serve_as(worker)
+    metrics = Metrics()  # after the fork: this worker's own files in the run's folder
     publisher = None
     if settings.mqtt.enabled and worker == 0:
-        publisher = OutboxPublisher(store, settings.broker, state)
+        publisher = OutboxPublisher(
+            store, settings.broker, state, on_published=metrics.events_published.inc
+        )
         publisher.start()
     elif not settings.mqtt.enabled and worker == 0:
         log.info("MQTT notifications are off (IMAGESTORE_MQTT=off): no events are recorded")
@@ -90,6 +95,9 @@ async def serve(
         ),
         list_cache_bytes=settings.list_cache_bytes,
         send_timeout_seconds=settings.send_timeout_seconds,
+        metrics=metrics,
+        metrics_key=settings.metrics_key,
+        cache_max_age=settings.cache_max_age,
     )
     server = HTTPServer(
         app,
@@ -202,10 +210,12 @@ def run(settings: Settings) -> int:
             settings.max_uploads_per_client,
             workers=settings.workers,
         )
-        if settings.workers == 1:
-            code = asyncio.run(serve(settings, sockets, 0, state, limits))
-        else:
-            code = supervise(settings, sockets, state, limits, claim)
+        # Before any metric exists and before the fork: the workers add up there.
+        with multiprocess_folder(settings.metrics_dir) as metrics_folder:
+            if settings.workers == 1:
+                code = asyncio.run(serve(settings, sockets, 0, state, limits))
+            else:
+                code = supervise(settings, sockets, state, limits, claim, metrics_folder)
         log.info("stopped")
         return code
     finally:
@@ -218,6 +228,7 @@ def supervise(
     state: NotifierState,
     limits: UploadLimits,
     claim: Claim,
+    metrics_folder: MultiprocessFolder | None = None,
 ) -> int:
     """Fork the workers, pass signals on, replace a worker that dies; wait for all.
 
@@ -272,6 +283,8 @@ def supervise(
             continue
         number = workers.pop(pid)
         slots = limits.slots.release_worker(number)
+        if metrics_folder is not None:
+            metrics_folder.worker_died(pid)
         temps = claim.remove_leftovers_of(pid)
         if slots or temps:
             log.warning(
@@ -321,10 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"imagestore watch: {warning}", file=sys.stderr)
         return watch(settings.broker)
     settings = parse_settings(argv, os.environ)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
     return run(settings)

@@ -153,6 +153,17 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _log_format(text: str) -> str:
+    form = text.strip().lower()
+    if form not in ("text", "json"):
+        _refuse(text, "a log format: give text or json")
+    return form
+
+
+def _max_age(text: str) -> int:
+    return parse_whole(text, 0, 10 * 365 * 24 * 3600, "a number of seconds from 0 to 315360000")
+
+
 def _protocol(text: str) -> str:
     if text.strip() not in ("3.1.1", "5"):
         _refuse(text, "an MQTT version: give 3.1.1 or 5")
@@ -259,6 +270,10 @@ class Settings:
     max_uploads_per_client: int = 8
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     list_cache_bytes: int = 64 * 1024**2
+    log_format: str = "text"
+    cache_max_age: int = 0
+    metrics_key: str = field(default="", repr=False)
+    metrics_dir: str = ""
     rendition_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
     url_signing_key: tuple[str, ...] = field(default=(), repr=False)
     max_pixels: int = 100_000_000
@@ -459,6 +474,32 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
         _timeout,
         "a response that makes no sending progress for this long (the client takes "
         "no byte of it) is cut",
+    ),
+    (
+        "--log-format",
+        "IMAGESTORE_LOG_FORMAT",
+        _log_format,
+        "text, or json: one JSON object per line (requests with method, route, status, "
+        "bytes, duration, client and request id)",
+    ),
+    (
+        "--cache-max-age",
+        "IMAGESTORE_CACHE_MAX_AGE",
+        _max_age,
+        "seconds clients and proxies may keep an image without asking again (0: no-cache; "
+        "a replaced or renamed name may be served stale for up to this long)",
+    ),
+    (
+        "--metrics-key",
+        "IMAGESTORE_METRICS_KEY",
+        _text,
+        "bearer token /metrics asks for (empty: public, like /healthz; prefer the variable)",
+    ),
+    (
+        "--metrics-dir",
+        "IMAGESTORE_METRICS_DIR",
+        _text,
+        "where the workers' metrics folder is made (empty: the system's temporary folder)",
     ),
     (
         "--list-cache-bytes",

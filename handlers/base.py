@@ -17,6 +17,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from handlers.access import AccessPolicy
+from handlers.observe import request_id
 from handlers.sending import SendWatch
 from handlers.transfer import declared_length, etag_matches
 from store import (
@@ -34,6 +35,7 @@ from store import (
     TooManyPixels,
     UnsupportedMedia,
 )
+from store.attributed import failed_backend
 
 log = logging.getLogger("imagestore.http")
 
@@ -184,6 +186,11 @@ class APIHandler(RequestHandler):
     store: ImageStore
     # True for what must answer without a key whatever the policy (the health check).
     public = False
+    # For the access log and the metrics (handlers/observe.py).
+    bytes_sent = 0
+    bytes_received = 0
+    is_upload = False
+    failed_backend: str | None = None
 
     def initialize(
         self,
@@ -210,6 +217,7 @@ class APIHandler(RequestHandler):
     def flush(self, include_footers: bool = False) -> "Future[None]":
         """Send what is buffered; a response the client stops taking is watched from
         its first byte the kernel would not take (finish() flushes too)."""
+        self.bytes_sent += sum(len(piece) for piece in self._write_buffer)
         future = super().flush(include_footers)
         stream = getattr(self.connection, "stream", None)
         if self._send_watch is None and stream is not None and stream.writing():
@@ -229,6 +237,7 @@ class APIHandler(RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Security-Policy", API_CSP)
         self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Request-ID", request_id(self))
         # Here, so that error responses carry them too (send_error clears headers).
         for name, value in self.access.cors_headers(self.request.headers.get("Origin")).items():
             self.set_header(name, value)
@@ -297,6 +306,7 @@ class APIHandler(RequestHandler):
             raise http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes")
 
     async def data_received(self, chunk: bytes) -> None:
+        self.bytes_received += len(chunk)
         if self._finished:
             return
         self._body += chunk
@@ -338,6 +348,7 @@ class APIHandler(RequestHandler):
         exc_info = kwargs.get("exc_info")
         if exc_info and isinstance(exc_info[1], StoreError):
             status_code = status_of(exc_info[1])
+            self.failed_backend = failed_backend(exc_info[1])
         elif exc_info and isinstance(exc_info[1], HTTPError):
             status_code = exc_info[1].status_code
         super().send_error(status_code, **kwargs)

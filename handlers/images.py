@@ -52,6 +52,7 @@ class UploadingHandler(APIHandler):
         ``image`` is the name from the URL (raw PUT), or None when the name comes
         inside a multipart body.
         """
+        self.is_upload = True
         self._body_limit = self.store.max_upload_bytes + (
             MULTIPART_OVERHEAD if image is None else 0
         )
@@ -130,6 +131,7 @@ class UploadingHandler(APIHandler):
         if self._image_body is None:
             await super().data_received(chunk)
             return
+        self.bytes_received += len(chunk)
         if self._finished:
             return
         self._received += len(chunk)
@@ -396,7 +398,7 @@ class ImageHandler(UploadingHandler):
             last_modified = datetime.fromtimestamp(int(record.created_at), UTC)
             self.set_header("ETag", etag)
             self.set_header("Last-Modified", last_modified)
-            self.set_header("Cache-Control", "no-cache")
+            self.set_header("Cache-Control", self._cache_control())
             self.set_header("Accept-Ranges", "bytes")
             self._dimension_headers(record.width, record.height)
             if self._not_modified(etag, last_modified):
@@ -444,7 +446,7 @@ class ImageHandler(UploadingHandler):
             self.set_header("Vary", "Accept")
         self.set_header("ETag", etag)
         self.set_header("Last-Modified", last_modified)
-        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Cache-Control", self._cache_control())
         self.set_header("Accept-Ranges", "bytes")
         if self._not_modified(etag, last_modified):
             self.set_status(304)
@@ -484,6 +486,15 @@ class ImageHandler(UploadingHandler):
         if width is not None and height is not None:
             self.set_header("X-Image-Width", width)
             self.set_header("X-Image-Height", height)
+
+    def _cache_control(self) -> str:
+        """no-cache (ask each time, 304 while unchanged) unless IMAGESTORE_CACHE_MAX_AGE:
+        then kept that long, by shared caches too unless reads need a key."""
+        max_age: int = self.settings.get("cache_max_age", 0)
+        if not max_age:
+            return "no-cache"
+        scope = "private" if self.access.needs_key("GET") else "public"
+        return f"{scope}, max-age={max_age}"
 
     def _not_modified(self, etag: str, last_modified: datetime) -> bool:
         if_none_match = self.request.headers.get("If-None-Match")

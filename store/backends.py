@@ -12,9 +12,10 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
+from store.attributed import Attributed
 from store.file_blobs import FileBlobStore, FolderLock, remove_unfinished_uploads
 from store.ports import BlobStore, Catalog
 from store.postgres_catalog import PostgresCatalog
@@ -104,7 +105,14 @@ def open_store(
     except BaseException:
         catalog.close()
         raise
-    return ImageStore(catalog, blobs, max_upload_bytes, min_free_bytes, **options)
+    # Their failures say which of the two they came from (metrics of backend errors).
+    return ImageStore(
+        cast(Catalog, Attributed(catalog, "catalog")),
+        cast(BlobStore, Attributed(blobs, "blobs")),
+        max_upload_bytes,
+        min_free_bytes,
+        **options,
+    )
 
 
 class Claim:
