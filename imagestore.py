@@ -18,15 +18,21 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from cli.copy import copy_command
+from cli.dimensions import dimensions_command
+from cli.sign import sign_command
 from handlers import api_server_url, make_app
 from handlers.access import AccessPolicy
 from handlers.limits import UploadLimits
+from handlers.renditions import RenditionPolicy
+from logformat import configure_logging
 from memory import start_memory_release
+from metrics import Metrics, MultiprocessFolder, multiprocess_folder
 from notify import NotifierState, OutboxPublisher
 from notify.watch import watch
 from onefile import follow_the_bootloader, signal_on_parent_death
 from settings import VERSION, Settings, parse_settings, parse_watch_settings, unknown_variables
 from store import Claim, ImageStore, StoreError, open_store
+from store.imaging import ImagingPool
 
 log = logging.getLogger("imagestore")
 
@@ -53,14 +59,22 @@ async def serve(
             settings.max_upload_bytes,
             outbox_limit=settings.outbox_limit if settings.mqtt.enabled else None,
             min_free_bytes=settings.min_free_bytes,
+            imaging=ImagingPool(settings.rendition_workers, settings.rendition_queue),
+            max_pixels=settings.max_pixels,
+            render_seconds=settings.rendition_seconds,
+            rendition_cache_bytes=settings.rendition_cache_bytes,
+            renditions_on_upload=settings.renditions_on_upload,
         )
     except StoreError as err:
         log.error("cannot open the store (%s): %s", settings.backends.describe(), err)
         return 1
     limits.slots.serve_as(worker)
+    metrics = Metrics()  # after the fork: this worker's own files in the run's folder
     publisher = None
     if settings.mqtt.enabled and worker == 0:
-        publisher = OutboxPublisher(store, settings.broker, state)
+        publisher = OutboxPublisher(
+            store, settings.broker, state, on_published=metrics.events_published.inc
+        )
         publisher.start()
     elif not settings.mqtt.enabled and worker == 0:
         log.info("MQTT notifications are off (IMAGESTORE_MQTT=off): no events are recorded")
@@ -76,8 +90,14 @@ async def serve(
             settings.trusted_proxies,
         ),
         limits=limits,
+        renditions=RenditionPolicy(
+            settings.rendition_widths, tuple(key.encode() for key in settings.url_signing_key)
+        ),
         list_cache_bytes=settings.list_cache_bytes,
         send_timeout_seconds=settings.send_timeout_seconds,
+        metrics=metrics,
+        metrics_key=settings.metrics_key,
+        cache_max_age=settings.cache_max_age,
     )
     server = HTTPServer(
         app,
@@ -121,6 +141,10 @@ async def serve(
         memory_release.stop()
     if publisher:
         await publisher.stop(timeout=2)
+    try:
+        await asyncio.wait_for(store.settled(), timeout=5)  # renditions being cached
+    except TimeoutError:
+        log.warning("some renditions were not cached in time")
     store.close()
     return 0
 
@@ -186,10 +210,12 @@ def run(settings: Settings) -> int:
             settings.max_uploads_per_client,
             workers=settings.workers,
         )
-        if settings.workers == 1:
-            code = asyncio.run(serve(settings, sockets, 0, state, limits))
-        else:
-            code = supervise(settings, sockets, state, limits, claim)
+        # Before any metric exists and before the fork: the workers add up there.
+        with multiprocess_folder(settings.metrics_dir) as metrics_folder:
+            if settings.workers == 1:
+                code = asyncio.run(serve(settings, sockets, 0, state, limits))
+            else:
+                code = supervise(settings, sockets, state, limits, claim, metrics_folder)
         log.info("stopped")
         return code
     finally:
@@ -202,6 +228,7 @@ def supervise(
     state: NotifierState,
     limits: UploadLimits,
     claim: Claim,
+    metrics_folder: MultiprocessFolder | None = None,
 ) -> int:
     """Fork the workers, pass signals on, replace a worker that dies; wait for all.
 
@@ -256,6 +283,8 @@ def supervise(
             continue
         number = workers.pop(pid)
         slots = limits.slots.release_worker(number)
+        if metrics_folder is not None:
+            metrics_folder.worker_died(pid)
         temps = claim.remove_leftovers_of(pid)
         if slots or temps:
             log.warning(
@@ -295,16 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["copy"]:
         return copy_command(argv[1:])
+    if argv[:1] == ["sign"]:
+        return sign_command(argv[1:])
+    if argv[:1] == ["dimensions"]:
+        return dimensions_command(argv[1:])
     if argv[:1] == ["watch"]:
         settings = parse_watch_settings(argv[1:], os.environ)
         for warning in unknown_variables(os.environ):  # no logging here: plain stderr
             print(f"imagestore watch: {warning}", file=sys.stderr)
         return watch(settings.broker)
     settings = parse_settings(argv, os.environ)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
     return run(settings)

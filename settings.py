@@ -111,6 +111,22 @@ def parse_api_keys(text: str) -> tuple[str, ...]:
     return keys
 
 
+def parse_widths(text: str) -> tuple[int, ...]:
+    """Rendition sizes from "64,128,256": sorted, each from 1 to 8192."""
+    what = "a list of sizes in pixels, each from 1 to 8192, such as 64,128,256"
+    sizes = set()
+    for entry in (part.strip() for part in text.split(",")):
+        if entry:
+            sizes.add(parse_whole(entry, 1, 8192, what))
+    if not sizes:
+        _refuse(text, what)
+    return tuple(sorted(sizes))
+
+
+def parse_optional_widths(text: str) -> tuple[int, ...]:
+    return parse_widths(text) if text.strip() else ()
+
+
 def parse_origins(text: str) -> tuple[str, ...]:
     origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
     for origin in origins:
@@ -137,6 +153,17 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _log_format(text: str) -> str:
+    form = text.strip().lower()
+    if form not in ("text", "json"):
+        _refuse(text, "a log format: give text or json")
+    return form
+
+
+def _max_age(text: str) -> int:
+    return parse_whole(text, 0, 10 * 365 * 24 * 3600, "a number of seconds from 0 to 315360000")
+
+
 def _protocol(text: str) -> str:
     if text.strip() not in ("3.1.1", "5"):
         _refuse(text, "an MQTT version: give 3.1.1 or 5")
@@ -149,6 +176,10 @@ def _port(text: str) -> int:
 
 def _at_least_one(text: str) -> int:
     return parse_whole(text, 1)
+
+
+def _whole_number(text: str) -> int:
+    return parse_whole(text, 0)
 
 
 def _timeout(text: str) -> float:
@@ -239,6 +270,18 @@ class Settings:
     max_uploads_per_client: int = 8
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     list_cache_bytes: int = 64 * 1024**2
+    log_format: str = "text"
+    cache_max_age: int = 0
+    metrics_key: str = field(default="", repr=False)
+    metrics_dir: str = ""
+    rendition_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
+    url_signing_key: tuple[str, ...] = field(default=(), repr=False)
+    max_pixels: int = 100_000_000
+    rendition_workers: int = os.cpu_count() or 1
+    rendition_queue: int = 4 * (os.cpu_count() or 1)
+    rendition_seconds: float = 30.0
+    rendition_cache_bytes: int = 1024**3
+    renditions_on_upload: tuple[int, ...] = ()
 
     @property
     def broker(self) -> "BrokerSettings":
@@ -433,10 +476,86 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
         "no byte of it) is cut",
     ),
     (
+        "--log-format",
+        "IMAGESTORE_LOG_FORMAT",
+        _log_format,
+        "text, or json: one JSON object per line (requests with method, route, status, "
+        "bytes, duration, client and request id)",
+    ),
+    (
+        "--cache-max-age",
+        "IMAGESTORE_CACHE_MAX_AGE",
+        _max_age,
+        "seconds clients and proxies may keep an image without asking again (0: no-cache; "
+        "a replaced or renamed name may be served stale for up to this long)",
+    ),
+    (
+        "--metrics-key",
+        "IMAGESTORE_METRICS_KEY",
+        _text,
+        "bearer token /metrics asks for (empty: public, like /healthz; prefer the variable)",
+    ),
+    (
+        "--metrics-dir",
+        "IMAGESTORE_METRICS_DIR",
+        _text,
+        "where the workers' metrics folder is made (empty: the system's temporary folder)",
+    ),
+    (
         "--list-cache-bytes",
         "IMAGESTORE_LIST_CACHE_BYTES",
         parse_size,
         "memory each worker may spend on cached list answers (0: no cache)",
+    ),
+    (
+        "--rendition-widths",
+        "IMAGESTORE_RENDITION_WIDTHS",
+        parse_widths,
+        "rendition sizes served to unsigned URLs (comma-separated pixels; a size between "
+        "two is served the next one up)",
+    ),
+    (
+        "--url-signing-key",
+        "IMAGESTORE_URL_SIGNING_KEY",
+        parse_api_keys,
+        "keys of signed rendition URLs, which may ask any size (comma-separated or "
+        "@/path/to/file; the first signs, any verifies: rotation); empty: none",
+    ),
+    (
+        "--max-pixels",
+        "IMAGESTORE_MAX_PIXELS",
+        _at_least_one,
+        "images with more pixels than this get no rendition (422), told from the header",
+    ),
+    (
+        "--rendition-workers",
+        "IMAGESTORE_RENDITION_WORKERS",
+        _at_least_one,
+        "threads of each worker process that decode images (renditions, upload checks)",
+    ),
+    (
+        "--rendition-queue",
+        "IMAGESTORE_RENDITION_QUEUE",
+        _whole_number,
+        "renditions waiting for a thread at most; the next gets 503 with Retry-After",
+    ),
+    (
+        "--rendition-seconds",
+        "IMAGESTORE_RENDITION_SECONDS",
+        _timeout,
+        "time limit of one rendition",
+    ),
+    (
+        "--rendition-cache-bytes",
+        "IMAGESTORE_RENDITION_CACHE_BYTES",
+        parse_size,
+        "blob store space kept for made renditions, least recently used evicted (0: none)",
+    ),
+    (
+        "--renditions-on-upload",
+        "IMAGESTORE_RENDITIONS_ON_UPLOAD",
+        parse_optional_widths,
+        "widths rendered (and cached) in the background after each upload, e.g. 256,1024",
     ),
     (
         "--memory-release-seconds",
@@ -490,10 +609,12 @@ def parse_settings(argv: list[str] | None, environ: Mapping[str, str]) -> Settin
     """Flags win over environment variables, which win over the defaults."""
     parser = _Parser(
         prog="imagestore",
-        usage="%(prog)s [options]\n       %(prog)s watch [options]",
+        usage="%(prog)s [options]\n       %(prog)s watch [options]\n"
+        "       %(prog)s sign URL\n       %(prog)s dimensions [options]",
         description="Image Storage Service: albums and images over a REST API. "
         "'imagestore watch' prints the change events published on MQTT instead "
-        "(imagestore watch --help).",
+        "(imagestore watch --help); 'imagestore sign URL' signs a rendition URL; "
+        "'imagestore dimensions' records the sizes of images stored before they were.",
         epilog="Every flag can also be set by the environment variable shown in brackets.",
     )
     parser.add_argument("--version", action="version", version=f"imagestore {VERSION}")
@@ -614,7 +735,8 @@ def _metavar(kind: Callable[[str], Any]) -> str:
     names: dict[Callable[[str], Any], str] = {parse_seconds: "SECONDS", _timeout: "SECONDS"}
     names |= {_port: "PORT", _at_least_one: "N"}
     names |= {_log_level: "LEVEL", _protocol: "VERSION", parse_api_keys: "KEYS"}
-    names |= {parse_origins: "ORIGINS", parse_networks: "NETWORKS"}
+    names |= {parse_origins: "ORIGINS", parse_networks: "NETWORKS", _whole_number: "N"}
+    names |= {parse_widths: "SIZES", parse_optional_widths: "SIZES"}
     return names.get(kind, "TEXT")
 
 

@@ -1,29 +1,49 @@
 """/api/v1/albums and /api/v1/albums/{album}."""
 
+from typing import Any
+
 from handlers.base import APIHandler
+from handlers.lists import ListQuery, album_item, page_body
 
 
 class AlbumsHandler(APIHandler):
     async def get(self) -> None:
         """List the albums.
         ---
-        summary: List the albums, sorted by name
+        summary: List the albums, sorted by name (whole, or a page at a time)
         tags: [albums]
         parameters:
+          - Limit
+          - After
+          - Prefix
+          - Detail
           - {name: If-None-Match, in: header, required: false, schema: {type: string},
              description: "The list's ETag from an earlier answer: 304 while unchanged"}
         responses:
           200:
-            description: Every album's name.
+            description: >-
+              Every album's name (without limit, after and detail: the Go service's
+              answer), or one page of names or, with detail=true, of objects.
             headers:
               ETag: {description: "Changes when the list does.", schema: {type: string}}
+              Link: NextLink
             content:
               application/json:
                 schema: {$ref: "#/components/schemas/AlbumList"}
           304: {description: "Unchanged since the ETag given in If-None-Match."}
+          400: {$ref: "#/components/responses/BadRequest"}
           503: {$ref: "#/components/responses/Unavailable"}
         """
-        await self.write_list(("albums",), "albumList", self.store.list_albums)
+        query = ListQuery.parse(self.list_argument)
+
+        async def produce() -> tuple[dict[str, Any], str | None]:
+            if not query.paged and not query.page.prefix:
+                return {"albumList": await self.store.list_albums()}, None
+            page = await self.store.album_page(query.page)
+            link = query.next_link(self.request.path, page.next_after)
+            return page_body("albumList", page, query, album_item), link
+
+        await self.write_list(("albums", *query.cache_key), produce)
 
     async def post(self) -> None:
         """Create an album.

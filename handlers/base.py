@@ -9,6 +9,7 @@ import time
 from asyncio import Future
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
@@ -16,19 +17,25 @@ from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from handlers.access import AccessPolicy
+from handlers.observe import request_id
 from handlers.sending import SendWatch
 from handlers.transfer import declared_length, etag_matches
 from store import (
+    Busy,
     Conflict,
+    Deadline,
     ImageStore,
     InvalidInput,
     NotFound,
+    RenderFailed,
     StorageFull,
     StorageUnavailable,
     StoreError,
     TooLarge,
+    TooManyPixels,
     UnsupportedMedia,
 )
+from store.attributed import failed_backend
 
 log = logging.getLogger("imagestore.http")
 
@@ -39,6 +46,10 @@ STATUS_OF_ERROR: dict[type[StoreError], int] = {
     Conflict: 409,
     TooLarge: 413,
     UnsupportedMedia: 415,
+    TooManyPixels: 422,
+    RenderFailed: 422,
+    Busy: 503,
+    Deadline: 503,
     StorageUnavailable: 503,
     StorageFull: 507,
 }
@@ -99,39 +110,55 @@ class ListCache:
     """JSON list bodies kept until the catalog changes (in any worker process): lists
     are read far more often than they change.
 
-    Keys are normalised names (every spelling of a name is one entry) and the whole
-    cache is bounded in bytes, least recently used first out: no client can make it
-    grow past ``max_bytes``. A body bigger than a quarter of it is not kept."""
+    Keys are normalised names and page arguments (every spelling of a name is one
+    entry) and the whole cache is bounded in bytes, least recently used first out: no
+    client can make it grow past ``max_bytes``. A body bigger than a quarter of it is
+    not kept."""
 
     def __init__(self, max_bytes: int = 64 * 1024**2) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries: OrderedDict[ListKey, tuple[int, bytes, str]] = OrderedDict()
+        self._entries: OrderedDict[ListKey, tuple[int, ListAnswer]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, key: ListKey, version: int) -> tuple[bytes, str] | None:
+    def lookup(self, key: ListKey, version: int) -> "ListAnswer | None":
         entry = self._entries.get(key)
         if entry is None or entry[0] != version:
             return None
         self._entries.move_to_end(key)
-        return entry[1], entry[2]
+        return entry[1]
 
-    def keep(self, key: ListKey, version: int, body: bytes) -> tuple[bytes, str]:
-        etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+    def keep(
+        self, key: ListKey, version: int, body: bytes, link: str | None = None
+    ) -> "ListAnswer":
+        answer = ListAnswer(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"', link)
         self._forget(key)
-        if len(body) <= self.max_bytes // 4:
-            self._entries[key] = (version, body, etag)
-            self.bytes += len(body)
+        if answer.size <= self.max_bytes // 4:
+            self._entries[key] = (version, answer)
+            self.bytes += answer.size
             while self.bytes > self.max_bytes:
                 self._forget(next(iter(self._entries)))
-        return body, etag
+        return answer
 
     def _forget(self, key: ListKey) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self.bytes -= len(entry[1])
+            self.bytes -= entry[1].size
+
+
+@dataclass(frozen=True)
+class ListAnswer:
+    """A list's JSON body, its ETag, and the Link header of the next page if any."""
+
+    body: bytes
+    etag: str
+    link: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.link or "")
 
 
 class RequestTracker:
@@ -159,6 +186,11 @@ class APIHandler(RequestHandler):
     store: ImageStore
     # True for what must answer without a key whatever the policy (the health check).
     public = False
+    # For the access log and the metrics (handlers/observe.py).
+    bytes_sent = 0
+    bytes_received = 0
+    is_upload = False
+    failed_backend: str | None = None
 
     def initialize(
         self,
@@ -185,6 +217,7 @@ class APIHandler(RequestHandler):
     def flush(self, include_footers: bool = False) -> "Future[None]":
         """Send what is buffered; a response the client stops taking is watched from
         its first byte the kernel would not take (finish() flushes too)."""
+        self.bytes_sent += sum(len(piece) for piece in self._write_buffer)
         future = super().flush(include_footers)
         stream = getattr(self.connection, "stream", None)
         if self._send_watch is None and stream is not None and stream.writing():
@@ -204,6 +237,7 @@ class APIHandler(RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Security-Policy", API_CSP)
         self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Request-ID", request_id(self))
         # Here, so that error responses carry them too (send_error clears headers).
         for name, value in self.access.cors_headers(self.request.headers.get("Origin")).items():
             self.set_header(name, value)
@@ -272,6 +306,7 @@ class APIHandler(RequestHandler):
             raise http_error(413, f"the request body is larger than {JSON_BODY_LIMIT} bytes")
 
     async def data_received(self, chunk: bytes) -> None:
+        self.bytes_received += len(chunk)
         if self._finished:
             return
         self._body += chunk
@@ -313,6 +348,7 @@ class APIHandler(RequestHandler):
         exc_info = kwargs.get("exc_info")
         if exc_info and isinstance(exc_info[1], StoreError):
             status_code = status_of(exc_info[1])
+            self.failed_backend = failed_backend(exc_info[1])
         elif exc_info and isinstance(exc_info[1], HTTPError):
             status_code = exc_info[1].status_code
         super().send_error(status_code, **kwargs)
@@ -355,26 +391,38 @@ class APIHandler(RequestHandler):
         else:
             super().log_exception(typ, value, tb)
 
+    def list_argument(self, name: str) -> str | None:
+        """A query argument of a list request (its last value) exactly as sent, or
+        None. (Tornado's get_query_argument would strip spaces, which names may end
+        with, and turn control characters into spaces.)"""
+        values = self.request.query_arguments.get(name)
+        return None if not values else self.decode_argument(values[-1], name)
+
     async def write_list(
-        self, key: ListKey, field: str, produce: Callable[[], Awaitable[list[str]]]
+        self,
+        key: ListKey,
+        produce: Callable[[], Awaitable[tuple[dict[str, Any], str | None]]],
     ) -> None:
-        """Answer ``{field: [...]}``, from the cache while the catalog is unchanged,
-        with an ETag (304 for a client that has it)."""
+        """Answer the JSON object ``produce`` makes (with the Link header it gives),
+        from the cache while the catalog is unchanged, with an ETag (304 for a client
+        that has it)."""
         cache: ListCache = self.application.settings["list_cache"]
         version = await self.store.change_token()
-        entry = cache.lookup(key, version)
-        if entry is None:
-            body = json.dumps({field: await produce()}, ensure_ascii=False).encode("utf-8")
-            entry = cache.keep(key, version, body)
-        body, etag = entry
-        self.set_header("ETag", etag)
+        answer = cache.lookup(key, version)
+        if answer is None:
+            payload, link = await produce()
+            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            answer = cache.keep(key, version, body, link)
+        self.set_header("ETag", answer.etag)
         self.set_header("Cache-Control", "no-cache")
-        if etag_matches(self.request.headers.get("If-None-Match"), etag):
+        if answer.link is not None:
+            self.set_header("Link", answer.link)
+        if etag_matches(self.request.headers.get("If-None-Match"), answer.etag):
             self.set_status(304)
             self.finish()
             return
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(body)
+        self.finish(answer.body)
 
     def write_json(self, payload: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")

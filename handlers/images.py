@@ -2,6 +2,7 @@
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from tornado.httputil import format_timestamp
 from tornado.ioloop import IOLoop
@@ -10,6 +11,8 @@ from tornado.iostream import StreamClosedError
 from handlers.base import APIHandler, http_error
 from handlers.bodies import MULTIPART_OVERHEAD, MultipartImageBody, RawImageBody
 from handlers.limits import NoUploadSlot, UploadLimits
+from handlers.lists import ListQuery, image_item, page_body
+from handlers.renditions import RenditionPolicy, rendition_spec, wants_rendition
 from handlers.transfer import (
     ByteRange,
     content_disposition,
@@ -50,6 +53,7 @@ class UploadingHandler(APIHandler):
         ``image`` is the name from the URL (raw PUT), or None when the name comes
         inside a multipart body.
         """
+        self.is_upload = True
         self._body_limit = self.store.max_upload_bytes + (
             MULTIPART_OVERHEAD if image is None else 0
         )
@@ -128,6 +132,7 @@ class UploadingHandler(APIHandler):
         if self._image_body is None:
             await super().data_received(chunk)
             return
+        self.bytes_received += len(chunk)
         if self._finished:
             return
         self._received += len(chunk)
@@ -173,16 +178,23 @@ class ImagesHandler(UploadingHandler):
     async def get(self, album: str) -> None:
         """List an album's images.
         ---
-        summary: List an album's images, sorted by name
+        summary: List an album's images, sorted by name (whole, or a page at a time)
         tags: [images]
         parameters:
+          - Limit
+          - After
+          - Prefix
+          - Detail
           - {name: If-None-Match, in: header, required: false, schema: {type: string},
              description: "The list's ETag from an earlier answer: 304 while unchanged"}
         responses:
           200:
-            description: Every image's name.
+            description: >-
+              Every image's name (without limit, after and detail: the Go service's
+              answer), or one page of names or, with detail=true, of objects.
             headers:
               ETag: {description: "Changes when the list does.", schema: {type: string}}
+              Link: NextLink
             content:
               application/json:
                 schema: {$ref: "#/components/schemas/ImageList"}
@@ -194,7 +206,16 @@ class ImagesHandler(UploadingHandler):
         """
         # Keyed by the name as the store knows it: every spelling of it is one entry.
         album = self.store.canonical_album_name(album)
-        await self.write_list(("images", album), "imageList", lambda: self.store.list_images(album))
+        query = ListQuery.parse(self.list_argument)
+
+        async def produce() -> tuple[dict[str, Any], str | None]:
+            if not query.paged and not query.page.prefix:
+                return {"imageList": await self.store.list_images(album)}, None
+            page = await self.store.image_page(album, query.page)
+            link = query.next_link(self.request.path, page.next_after)
+            return page_body("imageList", page, query, image_item), link
+
+        await self.write_list(("images", album, *query.cache_key), produce)
 
     async def post(self, album: str) -> None:
         """Upload an image (multipart form, the Go original's way).
@@ -362,7 +383,15 @@ class ImageHandler(UploadingHandler):
         """
         await self._send_image(album, image, include_body=False)
 
+    @property
+    def rendition_policy(self) -> RenditionPolicy:
+        policy: RenditionPolicy = self.application.settings["renditions"]
+        return policy
+
     async def _send_image(self, album: str, image: str, include_body: bool) -> None:
+        if wants_rendition(self.request.query_arguments):
+            await self._send_rendition(album, image, include_body)
+            return
         # Headers, 304s and HEAD come from the catalog: the blob store is asked for
         # bytes only when they are sent (with S3, that is a request saved).
         record = await self.store.get_image(album, image)
@@ -372,8 +401,9 @@ class ImageHandler(UploadingHandler):
             last_modified = datetime.fromtimestamp(int(record.created_at), UTC)
             self.set_header("ETag", etag)
             self.set_header("Last-Modified", last_modified)
-            self.set_header("Cache-Control", "no-cache")
+            self.set_header("Cache-Control", self._cache_control())
             self.set_header("Accept-Ranges", "bytes")
+            self._dimension_headers(record.width, record.height)
             if self._not_modified(etag, last_modified):
                 self.set_status(304)
                 self.finish()
@@ -403,6 +433,73 @@ class ImageHandler(UploadingHandler):
         finally:
             if reader is not None:
                 reader.close()
+
+    async def _send_rendition(self, album: str, image: str, include_body: bool) -> None:
+        record = await self.store.get_image(album, image)
+        spec, by_accept = rendition_spec(
+            self.request.query_arguments,
+            record.content_type,
+            self.request.headers.get("Accept", ""),
+            self.rendition_policy,
+            self.request.path,
+            self.request.query,
+        )
+        # Known before rendering: a client that has it is answered at once.
+        etag = f'"{record.sha256}-{spec.key}"'
+        last_modified = datetime.fromtimestamp(int(record.created_at), UTC)
+        if by_accept:
+            self.set_header("Vary", "Accept")
+        self.set_header("ETag", etag)
+        self.set_header("Last-Modified", last_modified)
+        self.set_header("Cache-Control", self._cache_control())
+        self.set_header("Accept-Ranges", "bytes")
+        if self._not_modified(etag, last_modified):
+            self.set_status(304)
+            self.finish()
+            return
+        made = await self.store.rendition(record, spec)
+        try:
+            self._dimension_headers(made.width, made.height)
+            self.set_header("Content-Type", made.content_type)
+            attachment = self.get_query_argument("download", "") not in ("", "0", "false")
+            stem = record.name.rsplit(".", 1)[0] or record.name
+            name = f"{stem}.{'jpg' if spec.format == 'jpeg' else spec.format}"
+            self.set_header("Content-Disposition", content_disposition(name, attachment))
+            size = made.size
+            wanted = self._range(etag, last_modified, size)
+            if wanted is not None and not wanted.satisfiable:
+                self.set_status(416)
+                self.set_header("Content-Range", f"bytes */{size}")
+                self.write_json({"error": f"the range is outside the rendition's {size} bytes"})
+                return
+            start, end = (wanted.start, wanted.end) if wanted else (0, size)
+            if wanted:
+                self.set_status(206)
+                self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.set_header("Content-Length", end - start)
+            if include_body:
+                async for chunk in made.chunks(start, end):
+                    self.write(chunk)
+                    await self.flush()
+            self.finish()
+        except StreamClosedError:
+            log.debug("client went away during a rendition of %s/%s", album, image)
+        finally:
+            made.close()
+
+    def _dimension_headers(self, width: int | None, height: int | None) -> None:
+        if width is not None and height is not None:
+            self.set_header("X-Image-Width", width)
+            self.set_header("X-Image-Height", height)
+
+    def _cache_control(self) -> str:
+        """no-cache (ask each time, 304 while unchanged) unless IMAGESTORE_CACHE_MAX_AGE:
+        then kept that long, by shared caches too unless reads need a key."""
+        max_age: int = self.settings.get("cache_max_age", 0)
+        if not max_age:
+            return "no-cache"
+        scope = "private" if self.access.needs_key("GET") else "public"
+        return f"{scope}, max-age={max_age}"
 
     def _not_modified(self, etag: str, last_modified: datetime) -> bool:
         if_none_match = self.request.headers.get("If-None-Match")

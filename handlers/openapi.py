@@ -15,6 +15,7 @@ from tornado.web import RequestHandler
 
 from handlers.access import AccessPolicy
 from settings import VERSION
+from store.listing import MAX_PAGE_ITEMS
 from store.sniff import ACCEPTED_TYPES
 
 PARAMETER_DESCRIPTIONS = {
@@ -53,12 +54,71 @@ SCHEMAS: dict[str, Document] = {
     "AlbumList": {
         "type": "object",
         "required": ["albumList"],
-        "properties": {"albumList": {"type": "array", "items": {"type": "string"}}},
+        "properties": {
+            "albumList": {
+                "type": "array",
+                "description": "Names; with detail=true, objects.",
+                "items": {
+                    "oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/AlbumDetail"}]
+                },
+            },
+            "next": {"$ref": "#/components/schemas/Next"},
+        },
     },
     "ImageList": {
         "type": "object",
         "required": ["imageList"],
-        "properties": {"imageList": {"type": "array", "items": {"type": "string"}}},
+        "properties": {
+            "imageList": {
+                "type": "array",
+                "description": "Names; with detail=true, objects.",
+                "items": {
+                    "oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/ImageDetail"}]
+                },
+            },
+            "next": {"$ref": "#/components/schemas/Next"},
+        },
+    },
+    "Next": {
+        "type": "string",
+        "description": "The after of the next page (the last name of this one); absent on "
+        "the last page and from whole lists.",
+        "example": "cat.png",
+    },
+    "AlbumDetail": {
+        "type": "object",
+        "required": ["name", "images", "bytes", "createdAt", "updatedAt"],
+        "properties": {
+            "name": {"type": "string", "example": "pets"},
+            "images": {"type": "integer", "minimum": 0, "description": "How many images."},
+            "bytes": {"type": "integer", "minimum": 0, "description": "Their sizes added up."},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "updatedAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "The album's last change: created, renamed, an image added, "
+                "deleted or renamed.",
+            },
+        },
+    },
+    "ImageDetail": {
+        "type": "object",
+        "required": ["name", "size", "contentType", "sha256", "width", "height", "createdAt"],
+        "properties": {
+            "name": {"type": "string", "example": "cat.png"},
+            "size": {"type": "integer", "minimum": 1},
+            "contentType": {"type": "string", "example": "image/png"},
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "width": {
+                "type": "integer",
+                "minimum": 1,
+                "nullable": True,
+                "description": "In pixels; null when unknown (a format whose header is "
+                "not read, or an older image not backfilled yet).",
+            },
+            "height": {"type": "integer", "minimum": 1, "nullable": True},
+            "createdAt": {"type": "string", "format": "date-time"},
+        },
     },
     "AlbumName": {
         "type": "object",
@@ -191,6 +251,7 @@ def build_spec(
     for name, schema in SCHEMAS.items():
         spec.components.schema(name, schema)
     _image_components(spec)
+    _list_components(spec)
     for name, description in ERROR_RESPONSES.items():
         spec.components.response(
             name,
@@ -257,6 +318,55 @@ def _image_components(spec: APISpec) -> None:
                 "Content-Range": {"description": "bytes first-last/size", **string},
             },
             "content": content,
+        },
+    )
+
+
+def _list_components(spec: APISpec) -> None:
+    """The arguments of a list request, and the Link header of a page."""
+    spec.components.parameter(
+        "Limit",
+        "query",
+        {
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_ITEMS},
+            "description": "At most this many items: a page, with next (and a Link header) "
+            "unless it is the last. Without limit, after and detail: the whole list.",
+        },
+    )
+    spec.components.parameter(
+        "After",
+        "query",
+        {
+            "required": False,
+            "schema": {"type": "string", "maxLength": 255},
+            "description": "Items after this name: the previous page's next.",
+        },
+    )
+    spec.components.parameter(
+        "Prefix",
+        "query",
+        {
+            "required": False,
+            "schema": {"type": "string", "maxLength": 255},
+            "description": "Only the names that start with this.",
+        },
+    )
+    spec.components.parameter(
+        "Detail",
+        "query",
+        {
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": "Objects instead of names (a page: 1000 at most when no limit).",
+        },
+    )
+    spec.components.header(
+        "NextLink",
+        {
+            "description": 'The next page: <...?limit=N&after=...>; rel="next" (absent on '
+            "the last page).",
+            "schema": {"type": "string"},
         },
     )
 

@@ -12,6 +12,7 @@ import multiprocessing
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -69,8 +70,14 @@ POLL_MILLISECONDS = 200
 
 class OutboxPublisher:
     def __init__(
-        self, store: ImageStore, settings: BrokerSettings, state: NotifierState | None = None
+        self,
+        store: ImageStore,
+        settings: BrokerSettings,
+        state: NotifierState | None = None,
+        on_published: Callable[[], None] | None = None,
     ) -> None:
+        """``on_published``: called for each message the broker acknowledges."""
+        self._on_published = on_published
         self._store = store
         self._settings = settings
         self._state = state or NotifierState()
@@ -269,6 +276,8 @@ class OutboxPublisher:
     def _acknowledged(self, mid: int) -> None:
         if self._in_flight.pop(mid, None) is None:
             return
+        if self._on_published is not None:
+            self._on_published()
         self._acked_up_to = min(self._in_flight.values(), default=self._handed_up_to + 1) - 1
         self._loop.add_callback(self._forget_acknowledged)
         self._pump()

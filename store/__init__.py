@@ -2,13 +2,17 @@
 
 from store.backends import Backends, Claim, UnknownBackend, open_store
 from store.errors import (
+    Busy,
     Conflict,
+    Deadline,
     InvalidInput,
     NotFound,
+    RenderFailed,
     StorageFull,
     StorageUnavailable,
     StoreError,
     TooLarge,
+    TooManyPixels,
     UnsupportedMedia,
 )
 from store.ports import ImageRecord
@@ -16,6 +20,10 @@ from store.store import ImageReader, ImageStore, Upload
 
 __all__ = [
     "Backends",
+    "Busy",
+    "Deadline",
+    "RenderFailed",
+    "TooManyPixels",
     "Claim",
     "Conflict",
     "ImageReader",

@@ -14,8 +14,10 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
+from store.attributed import Attributed
 from store.errors import StorageUnavailable
 from store.file_blobs import FileBlobStore, FolderLock, remove_unfinished_uploads
 from store.ports import BlobStore, Catalog
@@ -105,14 +107,23 @@ def open_store(
     max_upload_bytes: int,
     outbox_limit: int | None = None,
     min_free_bytes: int = 0,
+    **options: Any,
 ) -> ImageStore:
+    """``options``: ImageStore's others (imaging pool, pixel limit, rendition cache)."""
     catalog = open_catalog(backends.catalog_url, outbox_limit)
     try:
         blobs = open_blobs(backends.blobs_url)
     except BaseException:
         catalog.close()
         raise
-    return ImageStore(catalog, blobs, max_upload_bytes, min_free_bytes)
+    # Their failures say which of the two they came from (metrics of backend errors).
+    return ImageStore(
+        cast(Catalog, Attributed(catalog, "catalog")),
+        cast(BlobStore, Attributed(blobs, "blobs")),
+        max_upload_bytes,
+        min_free_bytes,
+        **options,
+    )
 
 
 class Claim:

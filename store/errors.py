@@ -35,3 +35,23 @@ class StorageFull(StoreError):
 
 class StorageUnavailable(StoreError):
     """The disk or the catalog failed; retrying later may work (503)."""
+
+
+class TooManyPixels(StoreError):
+    """The image is over IMAGESTORE_MAX_PIXELS: no rendition of it (422)."""
+
+
+class RenderFailed(StoreError):
+    """libvips cannot read or encode the image: retrying will not help (422)."""
+
+
+class Busy(StoreError):
+    """Every image worker is busy and the queue is full (503, Retry-After)."""
+
+    headers = {"Retry-After": "1"}
+
+
+class Deadline(StoreError):
+    """An image took longer than its time limit to render (503, Retry-After)."""
+
+    headers = {"Retry-After": "5"}

@@ -33,7 +33,7 @@ def album_renamed(old: str, new: str) -> Event:
 
 
 def image_added(record: "ImageRecord") -> Event:
-    return {
+    event: Event = {
         "event": "image.added",
         "album": record.album,
         "image": record.name,
@@ -42,6 +42,11 @@ def image_added(record: "ImageRecord") -> Event:
         "sha256": record.sha256,
         "contentType": record.content_type,
     }
+    # Known when libvips read the header (not for BMP or ICO, say).
+    if record.width is not None and record.height is not None:
+        event["width"] = record.width
+        event["height"] = record.height
+    return event
 
 
 def image_deleted(album: str, image: str) -> Event:

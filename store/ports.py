@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from store.events import OutboxEvent
+from store.listing import NameRange
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,31 @@ class ImageRecord:
     content_type: str
     created_at: float
     blob_key: str
+    # In pixels, from the image's header (of one frame for animations); None when
+    # unknown: a format libvips does not read, or an image stored before dimensions
+    # were recorded and not backfilled yet.
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class AlbumSummary:
+    """An album as its list shows it in detail: the counts are kept by the catalog in
+    each change's own transaction (never counted per request)."""
+
+    name: str
+    images: int
+    bytes: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class CatalogTotals:
+    albums: int
+    images: int
+    # The images' sizes added up (bytes shared by identical images counted each time).
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -31,6 +57,29 @@ class AddedImage:
 
     record: ImageRecord
     redundant_blob: str | None
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """One stored content: what the dimensions backfill reads."""
+
+    sha256: str
+    blob_key: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class CachedRendition:
+    """A rendition kept in the blob store: of the original stored under
+    ``source_key``, made with the normalised parameters ``spec``."""
+
+    source_key: str
+    spec: str
+    blob_key: str
+    size: int
+    content_type: str
+    width: int
+    height: int
 
 
 # An event as the outbox stores it: JSON text without its id (given once stored).
@@ -71,10 +120,53 @@ class Catalog(Protocol):
 
     async def image_exists(self, album: str, image: str) -> bool: ...
 
+    async def album_page(self, names: NameRange, limit: int | None) -> list[AlbumSummary]:
+        """The first ``limit`` albums (None: all) whose names lie in ``names``, by name:
+        a keyset read of the name index, as cheap at any depth."""
+        ...
+
+    async def image_page(
+        self, album: str, names: NameRange, limit: int | None
+    ) -> list[ImageRecord]:
+        """The first ``limit`` images (None: all) of ``album`` whose names lie in
+        ``names``, by name. NotFound unless the album exists."""
+        ...
+
+    async def totals(self) -> CatalogTotals:
+        """What the catalog holds, from the albums' kept counts (for /metrics)."""
+        ...
+
     async def find_image(self, album: str, image: str) -> ImageRecord: ...
 
     async def unreferenced(self, blob_keys: list[str]) -> list[str]:
-        """Those of ``blob_keys`` that no image references (for the orphan sweep)."""
+        """Those of ``blob_keys`` that no image nor cached rendition references (for the
+        orphan sweep)."""
+        ...
+
+    async def without_dimensions(self, after_sha256: str, limit: int) -> list[ImageBytes]:
+        """Up to ``limit`` distinct contents (sha256 above ``after_sha256``, in order)
+        that some image records without width and height (for the backfill)."""
+        ...
+
+    async def record_dimensions(self, sha256: str, width: int, height: int) -> None:
+        """Give every image of these bytes that has none its width and height. No
+        event (nothing changed for a consumer), but the change token moves."""
+        ...
+
+    # --- the rendition cache (no events: nothing a consumer sees changes) --------------
+    async def find_rendition(self, source_key: str, spec: str) -> CachedRendition | None:
+        """The cached rendition, marked as used now (to the minute: a hit seldom writes)."""
+        ...
+
+    async def add_rendition(self, rendition: CachedRendition, max_bytes: int) -> list[str]:
+        """Record a rendition whose blob is stored, then evict the least recently used
+        until all of them take at most ``max_bytes``. Returns the blob keys to remove:
+        the evicted, and this one's if it was there already or is evicted at once."""
+        ...
+
+    async def drop_renditions(self, source_keys: list[str] | None) -> list[str]:
+        """Forget the renditions of these originals (None: of every original that is
+        gone, after a crash); their blob keys, to remove."""
         ...
 
     # --- mutations, each with its event -----------------------------------------------

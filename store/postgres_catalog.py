@@ -27,7 +27,17 @@ from asyncpg.pool import PoolConnectionProxy
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
-from store.ports import AddedImage, EventOf, EventText, ImageRecord
+from store.listing import NameRange
+from store.ports import (
+    AddedImage,
+    AlbumSummary,
+    CachedRendition,
+    CatalogTotals,
+    EventOf,
+    EventText,
+    ImageBytes,
+    ImageRecord,
+)
 
 log = logging.getLogger("imagestore.store")
 
@@ -40,6 +50,11 @@ MIGRATION_LOCK = 0x696D6773  # "imgs"
 # Held for as long as one instance publishes the outbox.
 PUBLISHER_LOCK = 0x696D6770  # "imgp"
 DROP_WARNING_INTERVAL = 10.0
+# Serialises the rendition cache's evictions among instances.
+RENDITION_LOCK = 0x696D6772  # "imgr"
+# A cache hit marks its rendition used again only when the mark is this old: an
+# approximate LRU that spares most hits a write.
+TOUCH_SECONDS = 60.0
 
 MIGRATIONS = (
     """
@@ -76,7 +91,46 @@ MIGRATIONS = (
     );
     INSERT INTO counters (name, value) VALUES ('changes', 0), ('events_dropped', 0);
     """,
+    # Dimensions on record: width and height in pixels from the image's header; null
+    # for the images stored before (the backfill fills them: README, Renditions).
+    """
+    ALTER TABLE images ADD COLUMN width integer, ADD COLUMN height integer;
+    CREATE INDEX images_without_dimensions ON images (sha256) WHERE width IS NULL;
+    """,
+    # The rendition cache: blobs made from an original (source_key), least recently
+    # used evicted past a byte budget. No foreign key: the originals' rows go first
+    # and their renditions are dropped right after (or by the start-up sweep).
+    """
+    CREATE TABLE renditions (
+        source_key   text NOT NULL,
+        spec         text NOT NULL,
+        blob_key     text NOT NULL UNIQUE,
+        size         bigint NOT NULL,
+        content_type text NOT NULL,
+        width        integer NOT NULL,
+        height       integer NOT NULL,
+        last_used    double precision NOT NULL,
+        PRIMARY KEY (source_key, spec)
+    );
+    CREATE INDEX renditions_by_use ON renditions (last_used);
+    """,
+    # Each album's image count, bytes and last change, kept in every change's own
+    # transaction, so that a detailed list reads them instead of counting.
+    """
+    ALTER TABLE albums
+        ADD COLUMN image_count bigint NOT NULL DEFAULT 0,
+        ADD COLUMN bytes bigint NOT NULL DEFAULT 0,
+        ADD COLUMN updated_at double precision NOT NULL DEFAULT 0;
+    UPDATE albums a SET
+        image_count = (SELECT count(*) FROM images i WHERE i.album_id = a.id),
+        bytes = (SELECT coalesce(sum(size), 0) FROM images i WHERE i.album_id = a.id),
+        updated_at = greatest(a.created_at, coalesce(
+            (SELECT max(i.created_at) FROM images i WHERE i.album_id = a.id), 0));
+    """,
 )
+
+# An image's record after its album's name, as ImageRecord takes them.
+IMAGE_COLUMNS = "name, size, sha256, content_type, created_at, blob_key, width, height"
 
 
 class _OneLine(logging.Filter):
@@ -229,11 +283,48 @@ class PostgresCatalog:
             )
         return found is not None
 
+    async def album_page(self, names: NameRange, limit: int | None) -> list[AlbumSummary]:
+        where, args = names.conditions("name", "$", first=2)
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT name, image_count, bytes, created_at, updated_at FROM albums "
+                f"WHERE {where} ORDER BY name LIMIT $1",
+                limit,
+                *args,
+            )
+        return [AlbumSummary(*row) for row in rows]
+
+    async def image_page(
+        self, album: str, names: NameRange, limit: int | None
+    ) -> list[ImageRecord]:
+        where, args = names.conditions("name", "$", first=3)
+        async with self._connection() as connection:
+            album_id = await connection.fetchval("SELECT id FROM albums WHERE name = $1", album)
+            if album_id is None:
+                raise NotFound(f"album {album} does not exist")
+            rows = await connection.fetch(
+                f"SELECT {IMAGE_COLUMNS} FROM images WHERE album_id = $1 AND {where} "
+                "ORDER BY name LIMIT $2",
+                album_id,
+                limit,
+                *args,
+            )
+        return [ImageRecord(album, *row) for row in rows]
+
+    async def totals(self) -> CatalogTotals:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT count(*), coalesce(sum(image_count), 0)::bigint, "
+                "coalesce(sum(bytes), 0)::bigint FROM albums"
+            )
+        row = rows[0]
+        return CatalogTotals(int(row[0]), int(row[1]), int(row[2]))
+
     async def find_image(self, album: str, image: str) -> ImageRecord:
         async with self._connection() as connection:
             row = await connection.fetchrow(
                 "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, "
-                "i.blob_key FROM images i JOIN albums a ON i.album_id = a.id "
+                "i.blob_key, i.width, i.height FROM images i JOIN albums a ON i.album_id = a.id "
                 "WHERE a.name = $1 AND i.name = $2",
                 album,
                 image,
@@ -247,10 +338,105 @@ class PostgresCatalog:
     async def unreferenced(self, blob_keys: list[str]) -> list[str]:
         async with self._connection() as connection:
             rows = await connection.fetch(
-                "SELECT key FROM blobs WHERE key = ANY($1::text[])", blob_keys
+                "SELECT key FROM blobs WHERE key = ANY($1::text[]) UNION ALL "
+                "SELECT blob_key FROM renditions WHERE blob_key = ANY($1::text[])",
+                blob_keys,
             )
         known = {row[0] for row in rows}
         return [key for key in blob_keys if key not in known]
+
+    async def without_dimensions(self, after_sha256: str, limit: int) -> list[ImageBytes]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT sha256, min(blob_key), min(content_type) FROM images "
+                'WHERE width IS NULL AND sha256 COLLATE "C" > $1 GROUP BY sha256 '
+                'ORDER BY sha256 COLLATE "C" LIMIT $2',
+                after_sha256,
+                limit,
+            )
+        return [ImageBytes(row[0], row[1], row[2]) for row in rows]
+
+    async def record_dimensions(self, sha256: str, width: int, height: int) -> None:
+        async def record(connection: Db) -> None:
+            await connection.execute(
+                "UPDATE images SET width = $1, height = $2 WHERE sha256 = $3 AND width IS NULL",
+                width,
+                height,
+                sha256,
+            )
+            await self._commit(connection, None)
+
+        await self._mutate(record)
+
+    # --- the rendition cache ------------------------------------------------------------
+
+    async def find_rendition(self, source_key: str, spec: str) -> CachedRendition | None:
+        async with self._connection() as connection:
+            row = await connection.fetchrow(
+                "SELECT source_key, spec, blob_key, size, content_type, width, height, "
+                "last_used FROM renditions WHERE source_key = $1 AND spec = $2",
+                source_key,
+                spec,
+            )
+            if row is None:
+                return None
+            now = time.time()
+            if now - row[7] > TOUCH_SECONDS:
+                await connection.execute(
+                    "UPDATE renditions SET last_used = $3 WHERE source_key = $1 AND spec = $2",
+                    source_key,
+                    spec,
+                    now,
+                )
+        return CachedRendition(*row[:7])
+
+    async def add_rendition(self, rendition: CachedRendition, max_bytes: int) -> list[str]:
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", RENDITION_LOCK)
+            inserted = await connection.fetchval(
+                "INSERT INTO renditions (source_key, spec, blob_key, size, content_type, "
+                "width, height, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                rendition.source_key,
+                rendition.spec,
+                rendition.blob_key,
+                rendition.size,
+                rendition.content_type,
+                rendition.width,
+                rendition.height,
+                time.time(),
+            )
+            gone = [] if inserted else [rendition.blob_key]
+            excess = int(await connection.fetchval("SELECT coalesce(sum(size), 0) FROM renditions"))
+            excess -= max_bytes
+            if excess > 0:
+                for row in await connection.fetch(
+                    "SELECT blob_key, size FROM renditions ORDER BY last_used, blob_key"
+                ):
+                    gone.append(row[0])
+                    excess -= row[1]
+                    if excess <= 0:
+                        break
+                await connection.execute(
+                    "DELETE FROM renditions WHERE blob_key = ANY($1::text[])", gone
+                )
+        return gone
+
+    async def drop_renditions(self, source_keys: list[str] | None) -> list[str]:
+        if source_keys == []:
+            return []
+        async with self._connection() as connection:
+            if source_keys is None:
+                rows = await connection.fetch(
+                    "DELETE FROM renditions WHERE source_key NOT IN (SELECT key FROM blobs) "
+                    "RETURNING blob_key"
+                )
+            else:
+                rows = await connection.fetch(
+                    "DELETE FROM renditions WHERE source_key = ANY($1::text[]) RETURNING blob_key",
+                    source_keys,
+                )
+        return [row[0] for row in rows]
 
     # --- the outbox ------------------------------------------------------------------
 
@@ -362,8 +548,11 @@ class PostgresCatalog:
         async def create(connection: Db) -> None:
             try:
                 async with connection.transaction():
+                    now = time.time()
                     await connection.execute(
-                        "INSERT INTO albums (name, created_at) VALUES ($1, $2)", album, time.time()
+                        "INSERT INTO albums (name, created_at, updated_at) VALUES ($1, $2, $2)",
+                        album,
+                        now,
                     )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"album {album} already exists") from None
@@ -392,7 +581,10 @@ class PostgresCatalog:
             try:
                 async with connection.transaction():
                     await connection.execute(
-                        "UPDATE albums SET name = $1 WHERE id = $2", new_name, album_id
+                        "UPDATE albums SET name = $1, updated_at = $3 WHERE id = $2",
+                        new_name,
+                        album_id,
+                        time.time(),
                     )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"album {new_name} already exists") from None
@@ -402,10 +594,15 @@ class PostgresCatalog:
 
     async def add_image(self, album_id: int, record: ImageRecord, event_of: EventOf) -> AddedImage:
         async def add(connection: Db) -> AddedImage:
-            # The album row locked: a delete of the album waits for this insert or
-            # has happened before it (then NotFound).
+            # The album row locked (its counts go up): a delete of the album waits
+            # for this insert or has happened before it (then NotFound). Taken before
+            # any blob row, as every mutation does (no deadlock).
             name = await connection.fetchval(
-                "SELECT name FROM albums WHERE id = $1 FOR SHARE", album_id
+                "UPDATE albums SET image_count = image_count + 1, bytes = bytes + $2, "
+                "updated_at = $3 WHERE id = $1 RETURNING name",
+                album_id,
+                record.size,
+                time.time(),
             )
             if name is None:  # deleted while the image was arriving
                 raise NotFound(f"album {record.album} does not exist")
@@ -426,12 +623,15 @@ class PostgresCatalog:
                 record.content_type,
                 record.created_at,
                 key,
+                record.width,
+                record.height,
             )
             try:
                 async with connection.transaction():
                     await connection.execute(
                         "INSERT INTO images (album_id, name, size, sha256, content_type, "
-                        "created_at, blob_key) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "created_at, blob_key, width, height) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         album_id,
                         stored.name,
                         stored.size,
@@ -439,6 +639,8 @@ class PostgresCatalog:
                         stored.content_type,
                         stored.created_at,
                         stored.blob_key,
+                        stored.width,
+                        stored.height,
                     )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"image {stored.name} already exists in album {name}") from None
@@ -448,20 +650,34 @@ class PostgresCatalog:
         return await self._mutate(add)
 
     @staticmethod
-    async def _image_row(connection: Db, album: str, image: str) -> tuple[int, str]:
+    async def _image_row(
+        connection: Db, album: str, image: str, removing: bool = False
+    ) -> tuple[int, str]:
+        """The image's id and blob key, its row locked; the album's last change set
+        to now, and its counts lowered when the image goes (``removing``): the album
+        row is taken before any blob row, as every mutation does (no deadlock)."""
         album_id = await PostgresCatalog._album_row_id(connection, album, lock=False)
         row = await connection.fetchrow(
-            "SELECT id, blob_key FROM images WHERE album_id = $1 AND name = $2 FOR UPDATE",
+            "SELECT id, blob_key, size FROM images WHERE album_id = $1 AND name = $2 FOR UPDATE",
             album_id,
             image,
         )
         if row is None:
             raise NotFound(f"image {image} does not exist in album {album}")
+        gone = 1 if removing else 0
+        await connection.execute(
+            "UPDATE albums SET image_count = image_count - $2, bytes = bytes - $3, "
+            "updated_at = $4 WHERE id = $1",
+            album_id,
+            gone,
+            int(row[2]) * gone,
+            time.time(),
+        )
         return int(row[0]), str(row[1])
 
     async def delete_image(self, album: str, image: str, event: EventText) -> str | None:
         async def delete(connection: Db) -> str | None:
-            image_id, blob_key = await self._image_row(connection, album, image)
+            image_id, blob_key = await self._image_row(connection, album, image, removing=True)
             await connection.execute("DELETE FROM images WHERE id = $1", image_id)
             freed = await self._release_blob(connection, blob_key)
             await self._commit(connection, event)

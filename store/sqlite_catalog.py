@@ -24,11 +24,25 @@ from typing import Any, TypeVar
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
-from store.ports import AddedImage, EventOf, EventText, ImageRecord
+from store.listing import NameRange
+from store.ports import (
+    AddedImage,
+    AlbumSummary,
+    CachedRendition,
+    CatalogTotals,
+    EventOf,
+    EventText,
+    ImageBytes,
+    ImageRecord,
+)
 
 log = logging.getLogger("imagestore.store")
 
 T = TypeVar("T")
+
+# A cache hit marks its rendition used again only when the mark is this old: an
+# approximate LRU that spares most hits a write.
+TOUCH_SECONDS = 60.0
 
 # At most one "outbox full" warning in this many seconds (the counter keeps the total).
 DROP_WARNING_INTERVAL = 10.0
@@ -113,9 +127,48 @@ MIGRATIONS = (
     ALTER TABLE images_new RENAME TO images;
     CREATE INDEX images_by_blob ON images (blob_key);
     """,
+    # Dimensions on record: width and height in pixels from the image's header; null
+    # for the images stored before (the backfill fills them: README, Renditions).
+    """
+    ALTER TABLE images ADD COLUMN width INTEGER;
+    ALTER TABLE images ADD COLUMN height INTEGER;
+    CREATE INDEX images_without_dimensions ON images (sha256) WHERE width IS NULL;
+    """,
+    # The rendition cache: blobs made from an original (source_key), least recently
+    # used evicted past a byte budget. No foreign key: the originals' rows go first
+    # and their renditions are dropped right after (or by the start-up sweep).
+    """
+    CREATE TABLE renditions (
+        source_key   TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        blob_key     TEXT NOT NULL UNIQUE,
+        size         INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        width        INTEGER NOT NULL,
+        height       INTEGER NOT NULL,
+        last_used    REAL NOT NULL,
+        PRIMARY KEY (source_key, spec)
+    );
+    CREATE INDEX renditions_by_use ON renditions (last_used);
+    """,
+    # Each album's image count, bytes and last change, kept in every change's own
+    # transaction, so that a detailed list reads them instead of counting.
+    """
+    ALTER TABLE albums ADD COLUMN image_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE albums ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE albums ADD COLUMN updated_at REAL NOT NULL DEFAULT 0;
+    UPDATE albums SET
+        image_count = (SELECT count(*) FROM images WHERE album_id = albums.id),
+        bytes = (SELECT coalesce(sum(size), 0) FROM images WHERE album_id = albums.id),
+        updated_at = max(created_at, coalesce(
+            (SELECT max(created_at) FROM images WHERE album_id = albums.id), 0));
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# An image's record after its album's name, as ImageRecord takes them.
+IMAGE_COLUMNS = "name, size, sha256, content_type, created_at, blob_key, width, height"
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -279,9 +332,37 @@ class SqliteCatalog:
             )
         )
 
+    async def album_page(self, names: NameRange, limit: int | None) -> list[AlbumSummary]:
+        where, args = names.conditions("name", "?")
+        rows = self._read(
+            "SELECT name, image_count, bytes, created_at, updated_at FROM albums "
+            f"WHERE {where} ORDER BY name LIMIT ?",
+            (*args, -1 if limit is None else limit),
+        )
+        return [AlbumSummary(*row) for row in rows]
+
+    async def image_page(
+        self, album: str, names: NameRange, limit: int | None
+    ) -> list[ImageRecord]:
+        album_id = await self.album_id(album)
+        where, args = names.conditions("name", "?")
+        rows = self._read(
+            f"SELECT {IMAGE_COLUMNS} FROM images WHERE album_id = ? AND {where} "
+            "ORDER BY name LIMIT ?",
+            (album_id, *args, -1 if limit is None else limit),
+        )
+        return [ImageRecord(album, *row) for row in rows]
+
+    async def totals(self) -> CatalogTotals:
+        row = self._read(
+            "SELECT count(*), coalesce(sum(image_count), 0), coalesce(sum(bytes), 0) FROM albums"
+        )[0]
+        return CatalogTotals(*row)
+
     async def find_image(self, album: str, image: str) -> ImageRecord:
         rows = self._read(
-            "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, i.blob_key "
+            "SELECT a.name, i.name, i.size, i.sha256, i.content_type, i.created_at, i.blob_key, "
+            "i.width, i.height "
             "FROM images i JOIN albums a ON i.album_id = a.id WHERE a.name = ? AND i.name = ?",
             (album, image),
         )
@@ -298,9 +379,100 @@ class SqliteCatalog:
             marks = ",".join("?" * len(batch))
             known |= {
                 row[0]
-                for row in self._read(f"SELECT key FROM blobs WHERE key IN ({marks})", tuple(batch))
+                for row in self._read(
+                    f"SELECT key FROM blobs WHERE key IN ({marks}) UNION ALL "
+                    f"SELECT blob_key FROM renditions WHERE blob_key IN ({marks})",
+                    tuple(batch) * 2,
+                )
             }
         return [key for key in blob_keys if key not in known]
+
+    async def without_dimensions(self, after_sha256: str, limit: int) -> list[ImageBytes]:
+        rows = self._read(
+            "SELECT sha256, min(blob_key), min(content_type) FROM images "
+            "WHERE width IS NULL AND sha256 > ? GROUP BY sha256 ORDER BY sha256 LIMIT ?",
+            (after_sha256, limit),
+        )
+        return [ImageBytes(*row) for row in rows]
+
+    async def record_dimensions(self, sha256: str, width: int, height: int) -> None:
+        def record() -> None:
+            with self._transaction() as tx:
+                tx.execute(
+                    "UPDATE images SET width = ?, height = ? WHERE sha256 = ? AND width IS NULL",
+                    (width, height, sha256),
+                )
+
+        await self._write(record)
+
+    # --- the rendition cache ------------------------------------------------------------
+
+    async def find_rendition(self, source_key: str, spec: str) -> CachedRendition | None:
+        rows = self._read(
+            "SELECT source_key, spec, blob_key, size, content_type, width, height, last_used "
+            "FROM renditions WHERE source_key = ? AND spec = ?",
+            (source_key, spec),
+        )
+        if not rows:
+            return None
+        now = time.time()
+        if now - rows[0][7] > TOUCH_SECONDS:
+
+            def touch() -> None:
+                with self._transaction() as tx:
+                    tx.execute(
+                        "UPDATE renditions SET last_used = ? WHERE source_key = ? AND spec = ?",
+                        (now, source_key, spec),
+                    )
+
+            await self._write(touch)
+        return CachedRendition(*rows[0][:7])
+
+    async def add_rendition(self, rendition: CachedRendition, max_bytes: int) -> list[str]:
+        def add() -> list[str]:
+            with self._transaction() as tx:
+                inserted = tx.execute(
+                    "INSERT INTO renditions (source_key, spec, blob_key, size, content_type, "
+                    "width, height, last_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (*dataclasses.astuple(rendition), time.time()),
+                ).rowcount
+                gone = [] if inserted else [rendition.blob_key]
+                excess = tx.execute("SELECT coalesce(sum(size), 0) FROM renditions").fetchone()[0]
+                excess -= max_bytes
+                if excess > 0:
+                    for key, size in tx.execute(
+                        "SELECT blob_key, size FROM renditions ORDER BY last_used, blob_key"
+                    ).fetchall():
+                        gone.append(key)
+                        excess -= size
+                        if excess <= 0:
+                            break
+                    marks = ",".join("?" * len(gone))
+                    tx.execute(f"DELETE FROM renditions WHERE blob_key IN ({marks})", gone)
+            return gone
+
+        return await self._write(add)
+
+    async def drop_renditions(self, source_keys: list[str] | None) -> list[str]:
+        def drop() -> list[str]:
+            with self._transaction() as tx:
+                if source_keys is None:
+                    where = "source_key NOT IN (SELECT key FROM blobs)"
+                    args: tuple[str, ...] = ()
+                else:
+                    where = f"source_key IN ({','.join('?' * len(source_keys))})"
+                    args = tuple(source_keys)
+                keys = [
+                    row[0]
+                    for row in tx.execute(f"SELECT blob_key FROM renditions WHERE {where}", args)
+                ]
+                tx.execute(f"DELETE FROM renditions WHERE {where}", args)
+            return keys
+
+        if source_keys == []:
+            return []
+        return await self._write(drop)
 
     # --- the outbox --------------------------------------------------------------------
 
@@ -372,8 +544,10 @@ class SqliteCatalog:
         def create() -> None:
             with self._transaction() as tx:
                 try:
+                    now = time.time()
                     tx.execute(
-                        "INSERT INTO albums (name, created_at) VALUES (?, ?)", (album, time.time())
+                        "INSERT INTO albums (name, created_at, updated_at) VALUES (?, ?, ?)",
+                        (album, now, now),
                     )
                 except sqlite3.IntegrityError:
                     raise Conflict(f"album {album} already exists") from None
@@ -403,7 +577,10 @@ class SqliteCatalog:
             with self._transaction() as tx:
                 album_id = self._album_row_id(tx, album)
                 try:
-                    tx.execute("UPDATE albums SET name = ? WHERE id = ?", (new_name, album_id))
+                    tx.execute(
+                        "UPDATE albums SET name = ?, updated_at = ? WHERE id = ?",
+                        (new_name, time.time(), album_id),
+                    )
                 except sqlite3.IntegrityError:
                     raise Conflict(f"album {new_name} already exists") from None
                 self._record(tx, event)
@@ -431,7 +608,7 @@ class SqliteCatalog:
                 try:
                     tx.execute(
                         "INSERT INTO images (album_id, name, size, sha256, content_type, "
-                        "created_at, blob_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "created_at, blob_key, width, height) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             album_id,
                             stored.name,
@@ -440,12 +617,19 @@ class SqliteCatalog:
                             stored.content_type,
                             stored.created_at,
                             stored.blob_key,
+                            stored.width,
+                            stored.height,
                         ),
                     )
                 except sqlite3.IntegrityError:
                     raise Conflict(
                         f"image {stored.name} already exists in album {stored.album}"
                     ) from None
+                tx.execute(
+                    "UPDATE albums SET image_count = image_count + 1, bytes = bytes + ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (stored.size, time.time(), album_id),
+                )
                 self._record(tx, event_of(stored))
             return AddedImage(stored, record.blob_key if same is not None else None)
 
@@ -465,6 +649,12 @@ class SqliteCatalog:
         def delete() -> str | None:
             with self._transaction() as tx:
                 image_id, blob_key = self._image_row(tx, album, image)
+                tx.execute(
+                    "UPDATE albums SET image_count = image_count - 1, "
+                    "bytes = bytes - (SELECT size FROM images WHERE id = ?), updated_at = ? "
+                    "WHERE id = (SELECT album_id FROM images WHERE id = ?)",
+                    (image_id, time.time(), image_id),
+                )
                 tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
                 freed = self._release_blob(tx, blob_key)
                 self._record(tx, event)
@@ -480,6 +670,11 @@ class SqliteCatalog:
                     tx.execute("UPDATE images SET name = ? WHERE id = ?", (new_name, image_id))
                 except sqlite3.IntegrityError:
                     raise Conflict(f"image {new_name} already exists in album {album}") from None
+                tx.execute(
+                    "UPDATE albums SET updated_at = ? "
+                    "WHERE id = (SELECT album_id FROM images WHERE id = ?)",
+                    (time.time(), image_id),
+                )
                 self._record(tx, event)
 
         await self._write(rename)

@@ -8,6 +8,7 @@ its bytes), builds each change's event and raises domain errors (store.errors).
 """
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -20,14 +21,28 @@ from store.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    RenderFailed,
     StorageFull,
     StoreError,
     TooLarge,
     UnsupportedMedia,
 )
+from store.imaging import Header, ImagingPool, read_header
+from store.listing import Page, PageRequest, page_of
 from store.names import validate_name
-from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
+from store.ports import (
+    AlbumSummary,
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    CachedRendition,
+    Catalog,
+    CatalogTotals,
+    ImageRecord,
+)
+from store.renditions import Rendition, Spec, check_pixels, default_format, render
 from store.sniff import SNIFF_BYTES, sniff_image_type
+from store.vips import BlobSource, readable
 
 log = logging.getLogger("imagestore.store")
 
@@ -41,7 +56,8 @@ class ImageStore:
     """Albums and images over a catalog and a blob store.
 
     ``max_upload_bytes``: the largest image accepted. ``min_free_bytes``: uploads are
-    refused while the blob store has less room than this (when it can tell)."""
+    refused while the blob store has less room than this (when it can tell).
+    ``imaging``: the pool where libvips reads images (headers, renditions)."""
 
     def __init__(
         self,
@@ -49,11 +65,26 @@ class ImageStore:
         blobs: BlobStore,
         max_upload_bytes: int,
         min_free_bytes: int = 0,
+        imaging: ImagingPool | None = None,
+        max_pixels: int = 100_000_000,
+        render_seconds: float = 30.0,
+        rendition_cache_bytes: int = 0,
+        renditions_on_upload: tuple[int, ...] = (),
     ) -> None:
         self.catalog = catalog
         self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
         self.min_free_bytes = min_free_bytes
+        self.imaging = imaging or ImagingPool()
+        self.max_pixels = max_pixels
+        self.render_seconds = render_seconds
+        self.rendition_cache_bytes = rendition_cache_bytes
+        self.renditions_on_upload = renditions_on_upload
+        # Renditions being made, by (original's blob, spec): asked again meanwhile,
+        # one is made and every asker gets it. An entry stays until the rendition is
+        # in the cache.
+        self._making: dict[tuple[str, str], asyncio.Future[Rendition]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
 
@@ -65,6 +96,9 @@ class ImageStore:
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()
+        for task in list(self._background):
+            task.cancel()
+        self.imaging.close()
         self.blobs.close()
         self.catalog.close()
 
@@ -73,6 +107,8 @@ class ImageStore:
         references. Only while nothing else uses the backends (at start-up).
         Returns (unfinished uploads removed, orphan blobs removed)."""
         unfinished = await self.blobs.remove_unfinished()
+        # Renditions of originals deleted just before a crash.
+        await self.blobs.remove(await self.catalog.drop_renditions(None))
         orphans = 0
         async for keys in self.blobs.published_keys():
             unreferenced = await self.catalog.unreferenced(keys)
@@ -145,6 +181,14 @@ class ImageStore:
     async def list_albums(self) -> list[str]:
         return await self.catalog.album_names()
 
+    async def album_page(self, request: PageRequest) -> Page[AlbumSummary]:
+        """Albums in name order, as ``request`` asks (a keyset page, or all of them)."""
+        rows = await self.catalog.album_page(request.names, request.fetch)
+        return page_of(rows, request, lambda album: album.name)
+
+    async def totals(self) -> CatalogTotals:
+        return await self.catalog.totals()
+
     async def require_album(self, album: str) -> str:
         """The validated album name; NotFound unless the album exists."""
         album = validate_name(album, "album")
@@ -162,6 +206,7 @@ class ImageStore:
         freed = await self.catalog.delete_album(album, events.encode(events.album_deleted(album)))
         self._changed()
         await self.blobs.remove(freed)
+        await self.blobs.remove(await self.catalog.drop_renditions(freed))
         return album
 
     async def rename_album(self, album: str, new_name: str) -> tuple[str, str]:
@@ -198,6 +243,26 @@ class ImageStore:
     async def list_images(self, album: str) -> list[str]:
         return await self.catalog.image_names(validate_name(album, "album"))
 
+    async def image_page(self, album: str, request: PageRequest) -> Page[ImageRecord]:
+        """An album's images in name order, as ``request`` asks."""
+        rows = await self.catalog.image_page(
+            validate_name(album, "album"), request.names, request.fetch
+        )
+        return page_of(rows, request, lambda image: image.name)
+
+    async def album_images(self, album: str, batch: int = 500) -> AsyncIterator[ImageRecord]:
+        """Every image of ``album`` in name order, read a page at a time (memory does
+        not grow with the album): those added meanwhile past the current page are
+        included, those deleted meanwhile may still be."""
+        request = PageRequest.of(limit=batch)
+        while True:
+            page = await self.image_page(album, request)
+            for record in page.items:
+                yield record
+            if page.next_after is None:
+                return
+            request = PageRequest.of(after=page.next_after, limit=batch)
+
     async def begin_upload(
         self, album: str, image: str, created_at: float | None = None
     ) -> "Upload":
@@ -217,9 +282,42 @@ class ImageStore:
         self._uploads.add(upload)
         return upload
 
+    async def header(self, blob_key: str, content_type: str) -> Header | None:
+        """The dimensions in a stored image's header (None: libvips cannot read it)."""
+        reader = await self.blobs.open(blob_key)
+        try:
+            return await read_header(self.imaging, reader, content_type)
+        finally:
+            reader.close()
+
+    async def backfill_dimensions(self, batch: int = 100) -> tuple[int, int]:
+        """Record the width and height of the images stored before dimensions were
+        (a one-off, `imagestore dimensions`; safe while serving, and to run again).
+        Returns (contents given dimensions, contents libvips cannot read)."""
+        filled = unreadable = 0
+        after = ""
+        while contents := await self.catalog.without_dimensions(after, batch):
+            for content in contents:
+                try:
+                    found = await self.header(content.blob_key, content.content_type)
+                except NotFound:  # deleted meanwhile
+                    found = None
+                if found is None:
+                    unreadable += 1
+                else:
+                    await self.catalog.record_dimensions(content.sha256, found.width, found.height)
+                    filled += 1
+            after = contents[-1].sha256
+        return filled, unreadable
+
     async def _publish(self, upload: "Upload", record: ImageRecord) -> ImageRecord:
         await upload.writer.publish()
         try:
+            # Dimensions on record: read from the header (cheap, no decode, off the
+            # IOLoop), through the blob store port like every later read.
+            found = await self.header(record.blob_key, record.content_type)
+            if found is not None:
+                record = dataclasses.replace(record, width=found.width, height=found.height)
             added = await self.catalog.add_image(
                 upload.album_id, record, lambda stored: events.encode(events.image_added(stored))
             )
@@ -229,7 +327,26 @@ class ImageStore:
         self._changed()
         if added.redundant_blob is not None:
             await self.blobs.remove([added.redundant_blob])  # the same bytes were there
+        if (
+            self.renditions_on_upload
+            and self.rendition_cache_bytes
+            and readable(added.record.content_type)
+        ):
+            self._in_background(self._make_eagerly(added.record))
         return added.record
+
+    async def _make_eagerly(self, record: ImageRecord) -> None:
+        """IMAGESTORE_RENDITIONS_ON_UPLOAD: after the upload's answer, never delaying it."""
+        for width in self.renditions_on_upload:
+            spec = Spec(width, None, "inside", default_format(record.content_type), None)
+            try:
+                made = await self.rendition(record, spec)
+                made.close()
+            except StoreError as err:
+                log.info(
+                    "no eager rendition %s of %s/%s: %s", spec.key, record.album, record.name, err
+                )
+                return
 
     async def get_image(self, album: str, image: str) -> ImageRecord:
         return await self.catalog.find_image(
@@ -251,6 +368,104 @@ class ImageStore:
             raise NotFound(f"image {record.name} does not exist in album {record.album}") from None
         return ImageReader(record, reader)
 
+    async def rendition(self, record: ImageRecord, spec: Spec) -> "RenditionReader":
+        """The rendition of ``record``'s image: from the cache when it was made before
+        (streamed from the blob store like an original), else made now (once, however
+        many ask at the same time) and kept in the cache."""
+        if self.rendition_cache_bytes:
+            cached = await self.catalog.find_rendition(record.blob_key, spec.key)
+            if cached is not None:
+                try:
+                    reader = await self.blobs.open(cached.blob_key)
+                except NotFound:
+                    pass  # evicted since: make it again
+                else:
+                    return RenditionReader(
+                        cached.content_type, cached.width, cached.height, reader.size, reader
+                    )
+        key = (record.blob_key, spec.key)
+        making = self._making.get(key)
+        if making is None:
+            making = asyncio.get_running_loop().create_future()
+            self._making[key] = making
+            try:
+                made = await self.render(record, spec)
+            except BaseException as err:
+                del self._making[key]
+                making.set_exception(err)
+                making.exception()  # retrieved: no "never retrieved" warning
+                raise
+            making.set_result(made)
+            self._in_background(self._keep(key, spec, made))
+        else:
+            made = await asyncio.shield(making)
+        return RenditionReader(
+            spec.content_type, made.width, made.height, len(made.data), made.data
+        )
+
+    async def settled(self) -> None:
+        """Once the background work (caching renditions just made, eager renditions)
+        started so far has finished."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _keep(self, key: tuple[str, str], spec: Spec, made: Rendition) -> None:
+        """Put a rendition just made into the cache (after its first answer)."""
+        try:
+            if len(made.data) > self.rendition_cache_bytes:
+                return
+            blob_key = new_key()
+            writer = await self.blobs.begin(blob_key)
+            try:
+                await writer.write(made.data)
+                await writer.publish()
+            except BaseException:
+                writer.abort()
+                raise
+            cached = CachedRendition(
+                key[0], key[1], blob_key, len(made.data), spec.content_type, made.width, made.height
+            )
+            try:
+                gone = await self.catalog.add_rendition(cached, self.rendition_cache_bytes)
+            except BaseException:
+                await self.blobs.remove([blob_key])
+                raise
+            await self.blobs.remove(gone)
+        except StoreError as err:
+            log.warning("a rendition could not be cached: %s", err)
+        finally:
+            self._making.pop(key, None)
+
+    async def render(self, record: ImageRecord, spec: Spec) -> Rendition:
+        """A rendition of the image ``record`` describes (its bytes, read through the
+        blob store port), made in the bounded imaging pool: Busy when it is full,
+        TooManyPixels before decoding an image over the limit."""
+        if not readable(record.content_type):
+            raise RenderFailed(
+                f"{record.content_type} images cannot be rendered: only their original is served"
+            )
+        if record.width is not None and record.height is not None:
+            check_pixels(Header(record.width, record.height, 1), self.max_pixels)
+        try:
+            reader = await self.blobs.open(record.blob_key)
+        except NotFound:
+            raise NotFound(f"image {record.name} does not exist in album {record.album}") from None
+        loop = asyncio.get_running_loop()
+        source = BlobSource(reader, loop, loop.time() + self.render_seconds)
+        try:
+            made = await self.imaging.run(
+                render, source, record.content_type, spec, self.max_pixels, self.render_seconds
+            )
+        finally:
+            source.close()
+            reader.close()
+        return made
+
     async def delete_image(self, album: str, image: str) -> tuple[str, str]:
         album = validate_name(album, "album")
         image = validate_name(image, "image")
@@ -259,6 +474,7 @@ class ImageStore:
         self._changed()
         if freed is not None:
             await self.blobs.remove([freed])
+            await self.blobs.remove(await self.catalog.drop_renditions([freed]))
         return album, image
 
     async def rename_image(self, album: str, image: str, new_name: str) -> tuple[str, str]:
@@ -368,6 +584,35 @@ class Upload:
             self._state = "aborted"
             self.writer.abort()
             self._store._uploads.discard(self)
+
+
+class RenditionReader:
+    """A rendition's bytes: from the cache (a blob reader) or just made (in memory)."""
+
+    def __init__(
+        self,
+        content_type: str,
+        width: int,
+        height: int,
+        size: int,
+        data: bytes | BlobReader,
+    ) -> None:
+        self.content_type = content_type
+        self.width = width
+        self.height = height
+        self.size = size
+        self._data = data
+
+    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        if isinstance(self._data, bytes):
+            yield self._data[start:end]
+            return
+        async for chunk in self._data.chunks(start, end):
+            yield chunk
+
+    def close(self) -> None:
+        if not isinstance(self._data, bytes):
+            self._data.close()
 
 
 class ImageReader:

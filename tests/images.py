@@ -65,3 +65,34 @@ NOT_IMAGES = {
     "pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 100,
     "zip": b"PK\x03\x04" + b"\x00" * 100,
 }
+
+
+def real(suffix: str, width: int, height: int, bands: int = 3, **options) -> bytes:
+    """A real image of ``width`` x ``height`` made by libvips, encoded by ``suffix``
+    (".jpg", ".png", ".webp", ".tif", ".gif", ".avif"): a gradient, so that resizing
+    has something to keep."""
+    import pyvips
+
+    x = pyvips.Image.xyz(width, height)
+    image = (x[0] * 255 / max(width - 1, 1)).bandjoin(
+        [x[1] * 255 / max(height - 1, 1), (x[0] + x[1]) % 256]
+    )
+    if bands == 4:
+        image = image.bandjoin(128)
+    elif bands == 1:
+        image = image[0]
+    return image.cast("uchar").write_to_buffer(suffix, **options)
+
+
+def animated_gif(width: int, height: int, frames: int) -> bytes:
+    """An animated GIF of ``frames`` frames."""
+    import pyvips
+
+    frame = pyvips.Image.new_from_buffer(real(".png", width, height), "")
+    # Frames that differ (an encoder merges identical ones).
+    strip = pyvips.Image.arrayjoin(
+        [(frame + 60 * number).cast("uchar") for number in range(frames)], across=1
+    ).copy()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", height)
+    strip.set_type(pyvips.GValue.array_int_type, "delay", [100] * frames)
+    return strip.write_to_buffer(".gif")

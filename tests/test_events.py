@@ -92,6 +92,8 @@ async def test_each_mutation_publishes_one_exact_event(api, subscriber):
             "size": len(image),
             "sha256": sha,
             "contentType": "image/png",
+            "width": 1,
+            "height": 1,
         },
         {
             "id": 3,

@@ -119,8 +119,8 @@ async def test_the_list_cache_stays_within_its_bytes(api, app):
 
 def test_a_body_over_a_quarter_of_the_cache_is_served_but_not_kept():
     cache = ListCache(max_bytes=1000)
-    body, etag = cache.keep(("albums",), 1, b"x" * 251)
-    assert body == b"x" * 251 and etag and len(cache) == 0 and cache.bytes == 0
+    answer = cache.keep(("albums",), 1, b"x" * 251)
+    assert answer.body == b"x" * 251 and answer.etag and len(cache) == 0 and cache.bytes == 0
     cache.keep(("albums",), 1, b"y" * 250)
     assert len(cache) == 1 and cache.bytes == 250
     assert cache.lookup(("albums",), 1) is not None

@@ -2,6 +2,7 @@
 blobs (identical bytes stored once) and the outbox, each mutation with its event."""
 
 import asyncio
+import dataclasses
 import json
 import uuid
 
@@ -209,6 +210,42 @@ async def test_the_change_token_moves_with_every_change(catalog):
     await catalog.delete_album("b", event("5"))
     await changed()
     assert seen[-1] == await catalog.change_token(), "steady while nothing changes"
+
+
+@pytest.mark.gen_test
+async def test_dimensions_are_kept_with_the_image_and_backfilled_by_content(catalog):
+    await catalog.create_album("a", event("1"))
+    album_id = await catalog.album_id("a")
+    sized = dataclasses.replace(record("a", "sized.png", "a" * 64), width=640, height=480)
+    assert (await catalog.add_image(album_id, sized, added)).record == sized
+    assert await catalog.find_image("a", "sized.png") == sized
+    # Images stored without dimensions (older ones, or unreadable by libvips).
+    for name, sha in (("b1.png", "b" * 64), ("b2.png", "b" * 64), ("c.bmp", "c" * 64)):
+        await catalog.add_image(album_id, record("a", name, sha), added)
+    unsized = await catalog.find_image("a", "b1.png")
+    assert (unsized.width, unsized.height) == (None, None)
+
+    contents = await catalog.without_dimensions("", 10)
+    assert [(c.sha256, c.content_type) for c in contents] == [
+        ("b" * 64, "image/png"),
+        ("c" * 64, "image/png"),
+    ]
+    assert contents[0].blob_key == unsized.blob_key
+    assert [c.sha256 for c in await catalog.without_dimensions("", 1)] == ["b" * 64]
+    assert [c.sha256 for c in await catalog.without_dimensions("b" * 64, 10)] == ["c" * 64]
+
+    token = await catalog.change_token()
+    events_before = len(await catalog.pending_events(0, 100))
+    await catalog.record_dimensions("b" * 64, 3, 4)
+    for name in ("b1.png", "b2.png"):
+        found = await catalog.find_image("a", name)
+        assert (found.width, found.height) == (3, 4)
+    assert await catalog.change_token() != token, "lists with dimensions must see the change"
+    assert len(await catalog.pending_events(0, 100)) == events_before, "no event for it"
+    # Recorded dimensions are never overwritten.
+    await catalog.record_dimensions("a" * 64, 1, 1)
+    assert await catalog.find_image("a", "sized.png") == sized
+    assert [c.sha256 for c in await catalog.without_dimensions("", 10)] == ["c" * 64]
 
 
 @pytest.mark.gen_test(timeout=60)
