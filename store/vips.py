@@ -40,6 +40,8 @@ READ_TIMEOUT_SECONDS = 30.0
 
 
 def _configure() -> None:
+    # libvips' own messages (which vector path, threadpool sizes...) are not news.
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
     pyvips.block_untrusted_set(True)
