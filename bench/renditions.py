@@ -193,7 +193,8 @@ def main() -> None:
         warm.stop()
     print()
     print(
-        "| image | rendition | cold req/s | thumbor req/s | libvips/s | cold/thumbor (>=1.5) | cold/libvips (>=0.7) | warm req/s | plain GET req/s | warm/plain (>=0.8) |"
+        "| image | rendition | cold req/s | thumbor req/s | libvips/s | cold/thumbor (>=1.5) "
+        "| cold/libvips (>=0.7) | warm req/s | plain GET req/s | warm/plain (>=0.8) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
