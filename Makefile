@@ -105,10 +105,12 @@ $(DEV): requirements-dev.txt requirements.txt | $(PY)
 	$(PIP) install -r requirements-dev.txt
 	touch $@ $(RUNTIME)
 
-$(BENCH): requirements-bench.txt requirements.txt | $(PY)
+$(BENCH): requirements-bench.txt requirements.txt requirements-thumbor.txt | $(PY)
 	$(PIP) install -r requirements-bench.txt
+	$(PY) -m venv .venv-thumbor
+	.venv-thumbor/bin/python -m pip --disable-pip-version-check -q install -r requirements-thumbor.txt
 	touch $@ $(RUNTIME)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) .venv-thumbor .pytest_cache .ruff_cache .hypothesis build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

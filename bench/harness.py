@@ -277,9 +277,9 @@ def dd(path: str, mib: int) -> float:
     return float(re.search(r"copied, ([\d.]+) s", done.stderr).group(1))
 
 
-def wrk(url: str, seconds: float) -> tuple[float, float]:
+def wrk(url: str, seconds: float, connections: int = 32) -> tuple[float, float]:
     """(requests/s, p99 in ms) of ``wrk -t2 -c32 --latency``; any error raises."""
-    command = ["wrk", "-t2", "-c32", f"-d{seconds:g}s", "--latency", url]
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk {url}:\n{out}")

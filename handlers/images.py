@@ -337,11 +337,41 @@ class ImageHandler(UploadingHandler):
     async def get(self, album: str, image: str) -> None:
         """Download an image.
         ---
-        summary: Download an image (conditional requests and a single Range supported)
+        summary: Download an image, or a rendition of it (resized, re-encoded by libvips)
+        description: >
+          Without rendition parameters: the original bytes, exactly as uploaded. With
+          `width` and/or `height`: a rendition, EXIF orientation applied, 8-bit sRGB,
+          metadata (EXIF, GPS, XMP, ICC) stripped, the first frame of an animation.
+          Unsigned URLs get sizes from IMAGESTORE_RENDITION_WIDTHS (a size between two
+          is served the next one up); a URL signed with `imagestore sign` (expires and
+          signature: HMAC-SHA256 over the path and the sorted query) may ask any size up
+          to 8192. ETag, 304, HEAD and Range work on renditions as on originals.
         tags: [images]
         parameters:
           - {name: download, in: query, required: false, schema: {type: string, enum: ["1", "0"]},
              description: "1: Content-Disposition attachment instead of inline"}
+          - {name: width, in: query, required: false,
+             schema: {type: integer, minimum: 1, maximum: 8192},
+             description: "Rendition width in pixels (aspect kept when alone)"}
+          - {name: height, in: query, required: false,
+             schema: {type: integer, minimum: 1, maximum: 8192},
+             description: "Rendition height in pixels"}
+          - {name: fit, in: query, required: false,
+             schema: {type: string, enum: [inside, cover, contain, fill], default: inside},
+             description: "With width and height: inside (fits within, aspect kept), cover
+               (fills, cropped around the centre), contain (fits within, padded:
+               transparent, white in JPEG), fill (stretched)"}
+          - {name: format, in: query, required: false,
+             schema: {type: string, enum: [jpeg, png, webp, avif, auto]},
+             description: "Default: the original's (JPEG for TIFF/HEIC, PNG for GIF);
+               auto: AVIF or WebP when Accept names them, else JPEG (Vary: Accept)"}
+          - {name: quality, in: query, required: false,
+             schema: {type: integer, minimum: 1, maximum: 100},
+             description: "Encoder quality (JPEG, WebP, AVIF)"}
+          - {name: expires, in: query, required: false, schema: {type: integer},
+             description: "Signed URLs: Unix time after which the signature is refused"}
+          - {name: signature, in: query, required: false, schema: {type: string},
+             description: "Signed URLs: hex HMAC-SHA256 (imagestore sign)"}
           - {name: Range, in: header, required: false, schema: {type: string},
              description: "One byte range, e.g. bytes=0-1023 (several ranges get the whole image)"}
           - {name: If-Range, in: header, required: false, schema: {type: string}}
@@ -352,8 +382,10 @@ class ImageHandler(UploadingHandler):
           206: {$ref: "#/components/responses/PartialImage"}
           304: {description: "Not modified since the validators given."}
           400: {$ref: "#/components/responses/BadRequest"}
+          403: {$ref: "#/components/responses/Forbidden"}
           404: {$ref: "#/components/responses/NotFound"}
           413: {$ref: "#/components/responses/TooLarge"}
+          422: {$ref: "#/components/responses/Unrenderable"}
           416:
             description: The range lies outside the image.
             headers:
@@ -368,16 +400,30 @@ class ImageHandler(UploadingHandler):
     async def head(self, album: str, image: str) -> None:
         """An image's headers, without its bytes.
         ---
-        summary: An image's headers (type, size, ETag...) without its bytes
+        summary: An image's (or a rendition's) headers (type, size, ETag...) without its bytes
         tags: [images]
         parameters:
+          - {name: width, in: query, required: false,
+             schema: {type: integer, minimum: 1, maximum: 8192}}
+          - {name: height, in: query, required: false,
+             schema: {type: integer, minimum: 1, maximum: 8192}}
+          - {name: fit, in: query, required: false,
+             schema: {type: string, enum: [inside, cover, contain, fill]}}
+          - {name: format, in: query, required: false,
+             schema: {type: string, enum: [jpeg, png, webp, avif, auto]}}
+          - {name: quality, in: query, required: false,
+             schema: {type: integer, minimum: 1, maximum: 100}}
+          - {name: expires, in: query, required: false, schema: {type: integer}}
+          - {name: signature, in: query, required: false, schema: {type: string}}
           - {name: If-None-Match, in: header, required: false, schema: {type: string}}
           - {name: If-Modified-Since, in: header, required: false, schema: {type: string}}
         responses:
           200: {$ref: "#/components/responses/Image"}
           304: {description: "Not modified since the validators given."}
           400: {description: "Malformed request."}
+          403: {description: "The URL's signature is not valid."}
           404: {description: "The album or image does not exist."}
+          422: {description: "No rendition of this image (pixel limit, format)."}
           413: {description: "The request carried a body over 64 KiB."}
           503: {description: "The service is shutting down, or its storage failed."}
         """

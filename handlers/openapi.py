@@ -187,11 +187,17 @@ ERROR_RESPONSES = {
     "NotAnImage": "The file is not a JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, AVIF or HEIC image.",
     "TooSlow": "The upload's body arrived too slowly (see the body timeout settings).",
     "Unauthorized": "A valid API key is needed (Authorization: Bearer <key>, or X-API-Key).",
-    "Unavailable": "The service is shutting down, too many uploads are running, or its "
+    "Unavailable": "The service is shutting down, too many uploads or renditions are "
+    "running, or its "
     "storage failed; retry later (Retry-After).",
     "TooManyFromClient": "This client already runs IMAGESTORE_MAX_UPLOADS_PER_CLIENT uploads; "
     "retry when one has finished (Retry-After).",
     "StorageFull": "The disk is full.",
+    "Forbidden": "The URL's signature is not valid: expired, tampered with, or by another key "
+    "(or signed URLs are not enabled).",
+    "Unrenderable": "No rendition of this image: over IMAGESTORE_MAX_PIXELS (told from its "
+    "header, before any decoding), a format libvips does not read (BMP, ICO), or bytes "
+    "that do not decode.",
 }
 
 
@@ -299,12 +305,19 @@ def _image_components(spec: APISpec) -> None:
             **string,
         },
         "Accept-Ranges": {"description": "bytes", **string},
+        "X-Image-Width": {
+            "description": "Width in pixels (of the rendition, or of the original when known).",
+            "schema": {"type": "integer"},
+        },
+        "X-Image-Height": {"description": "Height in pixels.", "schema": {"type": "integer"}},
+        "Vary": {"description": "Accept, for format=auto.", **string},
     }
     content = {t: binary for t in sorted(ACCEPTED_TYPES)}
     spec.components.response(
         "Image",
         {
-            "description": "The image's bytes, with its stored type.",
+            "description": "The image's bytes, with its stored type; or, with rendition "
+            "parameters, the rendition (JPEG, PNG, WebP or AVIF).",
             "headers": headers,
             "content": content,
         },

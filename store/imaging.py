@@ -84,12 +84,23 @@ def open_source(source: BlobSource, content_type: str, **options: object) -> pyv
     return image
 
 
+# The most bytes a header read takes from the blob store: metadata (EXIF, ICC, text
+# chunks) comes before the dimensions in some formats, and a huge one must not make
+# every upload read its image twice.
+HEADER_BUDGET_BYTES = 4 * 1024 * 1024
+
+
+class NotParsable(Exception):
+    """The bytes do not parse as the format they start like."""
+
+
 async def read_header(pool: ImagingPool, reader: BlobReader, content_type: str) -> Header | None:
-    """The image's dimensions from its header; None when libvips cannot read it as
-    ``content_type`` (a format libvips does not load, or bytes that do not parse)."""
+    """The image's dimensions from its header; None when they cannot be told (a
+    format libvips does not load, or a header beyond HEADER_BUDGET_BYTES).
+    NotParsable when libvips reads the bytes and finds no such image."""
     if content_type not in LOADERS:
         return None
-    source = BlobSource(reader, asyncio.get_running_loop())
+    source = BlobSource(reader, asyncio.get_running_loop(), budget=HEADER_BUDGET_BYTES)
 
     def read() -> Header | None:
         try:
@@ -102,4 +113,6 @@ async def read_header(pool: ImagingPool, reader: BlobReader, content_type: str) 
     finally:
         source.close()
     source.check()
+    if found is None and not source.exhausted:
+        raise NotParsable(f"the file is not a valid {content_type} image")
     return found

@@ -27,7 +27,7 @@ from store.errors import (
     TooLarge,
     UnsupportedMedia,
 )
-from store.imaging import Header, ImagingPool, read_header
+from store.imaging import Header, ImagingPool, NotParsable, read_header
 from store.listing import Page, PageRequest, page_of
 from store.names import validate_name
 from store.ports import (
@@ -41,7 +41,7 @@ from store.ports import (
     ImageRecord,
 )
 from store.renditions import Rendition, Spec, check_pixels, default_format, render
-from store.sniff import SNIFF_BYTES, sniff_image_type
+from store.sniff import SNIFF_BYTES, Malformed, bmp_or_ico_dimensions, sniff_image_type
 from store.vips import BlobSource, readable
 
 log = logging.getLogger("imagestore.store")
@@ -283,9 +283,17 @@ class ImageStore:
         return upload
 
     async def header(self, blob_key: str, content_type: str) -> Header | None:
-        """The dimensions in a stored image's header (None: libvips cannot read it)."""
+        """The dimensions in a stored image's header (None: they cannot be told).
+        NotParsable when libvips finds no image of ``content_type`` there."""
         reader = await self.blobs.open(blob_key)
         try:
+            if content_type in ("image/bmp", "image/x-icon"):
+                head = b"".join([c async for c in reader.chunks(0, min(reader.size, SNIFF_BYTES))])
+                try:
+                    found = bmp_or_ico_dimensions(content_type, head, reader.size)
+                except Malformed as err:
+                    raise NotParsable(str(err)) from None
+                return Header(found[0], found[1], 1) if found else None
             return await read_header(self.imaging, reader, content_type)
         finally:
             reader.close()
@@ -300,7 +308,7 @@ class ImageStore:
             for content in contents:
                 try:
                     found = await self.header(content.blob_key, content.content_type)
-                except NotFound:  # deleted meanwhile
+                except (NotFound, NotParsable):  # deleted meanwhile, or not readable
                     found = None
                 if found is None:
                     unreadable += 1
@@ -313,9 +321,17 @@ class ImageStore:
     async def _publish(self, upload: "Upload", record: ImageRecord) -> ImageRecord:
         await upload.writer.publish()
         try:
-            # Dimensions on record: read from the header (cheap, no decode, off the
-            # IOLoop), through the blob store port like every later read.
-            found = await self.header(record.blob_key, record.content_type)
+            # The sniffed type confirmed, and the dimensions on record: libvips reads
+            # the header (cheap, no decode, off the IOLoop) through the blob store
+            # port like every later read. Bytes that do not parse leave nothing.
+            try:
+                found = (
+                    await self.header(record.blob_key, record.content_type)
+                    if record.width is None
+                    else None
+                )
+            except NotParsable as err:
+                raise UnsupportedMedia(f"{err}: it is not an image") from None
             if found is not None:
                 record = dataclasses.replace(record, width=found.width, height=found.height)
             added = await self.catalog.add_image(
@@ -557,6 +573,12 @@ class Upload:
                 raise InvalidInput("the file is empty")
             if self._content_type is None:
                 self._content_type = self._sniff()
+            try:
+                dimensions = bmp_or_ico_dimensions(
+                    self._content_type, bytes(self._head), self._size
+                )
+            except Malformed as err:
+                raise UnsupportedMedia(f"{err}: it is not an image") from None
             record = ImageRecord(
                 album=self.album,
                 name=self.image,
@@ -565,6 +587,8 @@ class Upload:
                 content_type=self._content_type,
                 created_at=time.time() if self.created_at is None else self.created_at,
                 blob_key=self._key,
+                width=dimensions[0] if dimensions else None,
+                height=dimensions[1] if dimensions else None,
             )
         except BaseException:
             self.abort()

@@ -31,7 +31,6 @@ LOADERS = {
     "image/webp": ("VipsForeignLoadWebp", "webpload"),
     "image/tiff": ("VipsForeignLoadTiff", "tiffload"),
     "image/avif": ("VipsForeignLoadHeif", "heifload"),
-    "image/heic": ("VipsForeignLoadHeif", "heifload"),
 }
 # Bytes fetched from the blob store per round trip to the IOLoop.
 READ_AHEAD_BYTES = 256 * 1024
@@ -40,6 +39,8 @@ READ_TIMEOUT_SECONDS = 30.0
 
 
 def _configure() -> None:
+    # libvips' own messages (which vector path, threadpool sizes...) are not news.
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
     pyvips.block_untrusted_set(True)
@@ -70,8 +71,13 @@ class BlobSource:
         reader: BlobReader,
         loop: asyncio.AbstractEventLoop,
         deadline: float | None = None,
+        budget: int | None = None,
     ) -> None:
         self._reader = reader
+        # Bytes libvips may read at most (headers); past them the stream ends early
+        # and ``exhausted`` tells so.
+        self._budget = reader.size if budget is None else min(budget, reader.size)
+        self.exhausted = False
         self._loop = loop
         self._deadline = deadline
         self._position = 0  # of the next byte handed to libvips
@@ -90,7 +96,8 @@ class BlobSource:
     def _read(self, size: int) -> bytes | None:
         try:
             if not self._buffer:
-                if self._position >= self._reader.size or self.error is not None:
+                if self._position >= self._budget or self.error is not None:
+                    self.exhausted = self._budget < self._reader.size
                     return None
                 if self._deadline is not None and self._loop.time() > self._deadline:
                     raise Deadline("the image took too long to process")
@@ -100,6 +107,7 @@ class BlobSource:
                 except FutureTimeout:
                     future.cancel()
                     raise StorageUnavailable("the blob store did not hand over the image") from None
+            size = min(size, self._budget - self._position)
             piece, self._buffer = self._buffer[:size], self._buffer[size:]
             self._position += len(piece)
             return piece
@@ -111,10 +119,10 @@ class BlobSource:
 
     async def _fetch(self) -> bytes:
         if self._chunks is None:
-            self._chunks = self._reader.chunks(self._position, self._reader.size)
+            self._chunks = self._reader.chunks(self._position, self._budget)
             self._fetched = self._position
         wanted = bytearray()
-        while len(wanted) < READ_AHEAD_BYTES and self._fetched < self._reader.size:
+        while len(wanted) < READ_AHEAD_BYTES and self._fetched < self._budget:
             chunk = await anext(self._chunks)
             wanted += chunk
             self._fetched += len(chunk)

@@ -20,19 +20,41 @@ def png(width: int = 1, height: int = 1, padding: int = 0) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + body
 
 
-JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
-GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-WEBP = (
-    b"RIFF" + struct.pack("<I", 26) + b"WEBPVP8L" + struct.pack("<I", 14) + b"\x2f" + b"\x00" * 13
-)
+def real(suffix: str, width: int, height: int, bands: int = 3, **options) -> bytes:
+    """A real image of ``width`` x ``height`` made by libvips, encoded by ``suffix``
+    (".jpg", ".png", ".webp", ".tif", ".gif", ".avif"): a gradient, so that resizing
+    has something to keep."""
+    import pyvips
+
+    x = pyvips.Image.xyz(width, height)
+    image = (x[0] * 255 / max(width - 1, 1)).bandjoin(
+        [x[1] * 255 / max(height - 1, 1), (x[0] + x[1]) % 256]
+    )
+    if bands == 4:
+        image = image.bandjoin(128)
+    elif bands == 1:
+        image = image[0]
+    return image.cast("uchar").write_to_buffer(suffix, **options)
+
+
+# Real images of each accepted format (the upload check reads their headers).
+JPEG = real(".jpg", 2, 2)
+GIF = real(".gif", 1, 1)
+WEBP = real(".webp", 1, 1)
 BMP = (
     b"BM"
     + struct.pack("<IHHI", 58, 0, 0, 54)
     + struct.pack("<IiiHHIIiiII", 40, 1, 1, 1, 24, 0, 4, 0, 0, 0, 0)
     + b"\x00\x00\xff\x00"
 )
-TIFF = b"II*\x00\x08\x00\x00\x00" + b"\x00" * 32
-ICO = b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00\x01\x00\x20\x00" + b"\x00" * 32
+TIFF = real(".tif", 1, 1)
+_ICON = real(".png", 16, 16, bands=4)
+# One 16x16 entry holding a PNG (as Vista's icons do).
+ICO = (
+    b"\x00\x00\x01\x00\x01\x00"
+    + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(_ICON), 22)
+    + _ICON
+)
 
 
 def _ftyp(brand: bytes) -> bytes:
@@ -40,7 +62,8 @@ def _ftyp(brand: bytes) -> bytes:
     return struct.pack(">I", len(box) + 4) + box + b"\x00" * 32
 
 
-AVIF = _ftyp(b"avif")
+AVIF = real(".avif", 2, 2)
+# libvips here has no HEVC: HEIC is accepted on its signature alone (not rendered).
 HEIC = _ftyp(b"heic")
 
 ACCEPTED = {
@@ -65,23 +88,6 @@ NOT_IMAGES = {
     "pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 100,
     "zip": b"PK\x03\x04" + b"\x00" * 100,
 }
-
-
-def real(suffix: str, width: int, height: int, bands: int = 3, **options) -> bytes:
-    """A real image of ``width`` x ``height`` made by libvips, encoded by ``suffix``
-    (".jpg", ".png", ".webp", ".tif", ".gif", ".avif"): a gradient, so that resizing
-    has something to keep."""
-    import pyvips
-
-    x = pyvips.Image.xyz(width, height)
-    image = (x[0] * 255 / max(width - 1, 1)).bandjoin(
-        [x[1] * 255 / max(height - 1, 1), (x[0] + x[1]) % 256]
-    )
-    if bands == 4:
-        image = image.bandjoin(128)
-    elif bands == 1:
-        image = image[0]
-    return image.cast("uchar").write_to_buffer(suffix, **options)
 
 
 def animated_gif(width: int, height: int, frames: int) -> bytes:

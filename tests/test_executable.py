@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import pyvips
 from conftest import multipart_body
 from images import png
 from mqtt import Broker, Subscriber
@@ -155,11 +156,22 @@ def test_the_executable_serves_stores_notifies_documents_and_stops(run_exe, tmp_
         assert status == 200 and headers["content-type"] == "image/png"
         assert answer == image
 
+        # a rendition, by the libvips bundled in the executable
+        status, headers, answer = request(
+            port, "GET", path_of("pets", "images", "cat.png") + "?width=64&format=webp"
+        )
+        assert status == 200, answer
+        assert (headers["content-type"], headers["x-image-width"]) == ("image/webp", "64")
+        rendered = pyvips.Image.new_from_buffer(answer, "")
+        assert (rendered.width, rendered.height) == (64, 48)
+        assert "pyvips: VIPS:" not in proc.log(), "libvips' chatter stays out of the log"
+
         # the MQTT events, to a subscriber and to `imagestore watch`
         events = subscriber.wait_for(2)
         assert [e["event"] for e in events] == ["album.created", "image.added"]
         assert events[1]["message"] == "cat.png image added to album pets"
         assert events[1]["size"] == len(image)
+        assert (events[1]["width"], events[1]["height"]) == (40, 30), "dimensions on record"
         lines = lines_of(watched, 2)
         assert [json.loads(line)["event"] for line in lines] == ["album.created", "image.added"]
         watcher.popen.send_signal(signal.SIGINT)
