@@ -17,6 +17,7 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from cli.commands import COMMANDS, client_command
 from cli.copy import copy_command
 from handlers import api_server_url, make_app
 from handlers.access import AccessPolicy
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["copy"]:
         return copy_command(argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        return client_command(argv[0], argv[1:])
     if argv[:1] == ["watch"]:
         settings = parse_watch_settings(argv[1:], os.environ)
         for warning in unknown_variables(os.environ):  # no logging here: plain stderr
