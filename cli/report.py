@@ -7,9 +7,19 @@ file, and a progress line now and then.
 
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 from cli.progress import Progress
+
+
+def shown(text: str) -> str:
+    """A file or image name as printed: control and invisible characters escaped, so
+    that no name can move the cursor, recolour the terminal or disguise itself."""
+    return "".join(
+        ch if ch == " " or unicodedata.category(ch)[0] not in "CZ" else f"\\u{ord(ch):04x}"
+        for ch in text
+    )
 
 
 @dataclass
@@ -48,29 +58,29 @@ class Report:
     def transferred(self, label: str, size: int) -> None:
         self.counts.done += 1
         self.counts.bytes_done += size
-        self._plain(f"{self.verb} {label} ({size} bytes)")
+        self._plain(f"{self.verb} {shown(label)} ({size} bytes)")
 
     def already_there(self, label: str, size: int) -> None:
         self.counts.already += 1
         self._not_moving(size)
-        self._plain(f"already there: {label}")
+        self._plain(f"already there: {shown(label)}")
 
     def conflict_left_alone(self, label: str, size: int, why: str) -> None:
         self.counts.conflicts += 1
         self._not_moving(size)
-        self.progress.note(f"conflict, left alone: {label}: {why}")
+        self.progress.note(f"conflict, left alone: {shown(label)}: {shown(why)}")
 
     def failed(self, label: str, size: int, why: str) -> None:
         self.counts.failed += 1
         self._not_moving(size)
-        self.progress.note(f"failed: {label}: {why}")
+        self.progress.note(f"failed: {shown(label)}: {shown(why)}")
 
     def not_an_image(self, path: str) -> None:
         self.counts.not_images += 1
-        self.progress.note(f"skipped, not an image: {path}")
+        self.progress.note(f"skipped, not an image: {shown(path)}")
 
     def note(self, line: str) -> None:
-        self.progress.note(line)
+        self.progress.note(shown(line))
 
     def _not_moving(self, size: int) -> None:
         """A file that will not be transferred leaves the total."""
