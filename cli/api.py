@@ -76,28 +76,35 @@ class Api:
 
     async def _list(self, names: tuple[str, ...], field: str) -> list[tuple[str, dict[str, Any]]]:
         items: list[tuple[str, dict[str, Any]]] = []
+        what = "list " + ("/".join(names) if names else "albums")
         after: str | None = None
+        paged = True
         for _ in range(MAX_PAGES):
-            query = f"limit={PAGE_SIZE}&detail=true"
+            query = f"limit={PAGE_SIZE}&detail=true" if paged else ""
             if after is not None:
                 query += "&after=" + quote(after, safe="")
-            what = "list " + ("/".join(names) if names else "albums")
             answer = await self.client.request(
                 "GET", self.client.url("albums", *names, query=query), what=what
             )
+            if answer.status == 400 and paged and after is None:
+                paged = False  # a service that refuses the page arguments: the whole list
+                continue
             if answer.status != 200:
                 raise ServiceRefused(what, answer)
-            document = answer.json()
+            try:
+                document = answer.json()
+            except ValueError:
+                document = None
             page = document.get(field) if isinstance(document, dict) else None
-            if not isinstance(page, list):
-                raise ServiceRefused(what, Answer(502, {}, b'{"error": "not a list"}'))
+            if not isinstance(document, dict) or not isinstance(page, list):
+                raise ServiceRefused(what, Answer(502, {}, b'{"error": "the answer is no list"}'))
             for item in page:
                 if isinstance(item, str):
                     items.append((item, {}))
                 elif isinstance(item, dict) and isinstance(item.get("name"), str):
                     items.append((item["name"], item))
             after = document.get("next")
-            if not isinstance(after, str) or not page:
+            if not paged or not isinstance(after, str) or not page:
                 return items
         raise ServiceRefused(what, Answer(502, {}, b'{"error": "the list never ends"}'))
 
