@@ -113,6 +113,9 @@ class Report:
         if self.command == "push":
             parts.append(f"{c.not_images} not images")
         parts.append(f"{c.failed} failed")
+        left = self.files_total - (c.done + c.already + c.conflicts + c.failed)
+        if left > 0:
+            parts.append(f"{left} not done")
         print(
             f"{self.command}: {', '.join(parts)}; {c.bytes_done} bytes in {seconds:.1f} s "
             f"({rate:.1f} MB/s), {retries} retries",

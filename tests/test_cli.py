@@ -217,6 +217,7 @@ def test_a_service_that_stays_away_ends_the_run_with_status_1(tmp_path):
     assert result.returncode == 1
     assert "imagestore push: http://127.0.0.1:" in result.stderr
     assert "Connection refused" in result.stderr
+    assert "0 sent, 0 already there, 0 not images, 0 failed, 1 not done" in result.stdout
 
 
 def test_4xx_are_reported_per_file_and_the_run_goes_on(run, tmp_path):
