@@ -17,6 +17,7 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from cli.commands import COMMANDS, client_command
 from cli.copy import copy_command
 from cli.dimensions import dimensions_command
 from cli.sign import sign_command
@@ -328,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         return sign_command(argv[1:])
     if argv[:1] == ["dimensions"]:
         return dimensions_command(argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        return client_command(argv[0], argv[1:])
     if argv[:1] == ["watch"]:
         settings = parse_watch_settings(argv[1:], os.environ)
         for warning in unknown_variables(os.environ):  # no logging here: plain stderr

@@ -9,6 +9,8 @@ in the same run; README's "Performance" says what each row measures. The sets:
   downloads   a 512 MiB GET vs nginx (sendfile)
   memory      RSS of the process tree: idle, peaks during 512 MiB transfers, after a tick
   small       wrk: a 64 KiB image and GET /albums vs nginx
+  cli         `imagestore push` of 500 x 1 MiB files with --jobs 8 vs curl --parallel
+              PUTs of the same files, 8 at once; `pull` of them vs curl --parallel GETs
   startup     dist/imagestore's cold start, when it is built
 
 --compare REF checks REF out in a temporary git worktree and runs its service (from
@@ -24,6 +26,7 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +35,8 @@ from pathlib import Path
 import harness as h
 from harness import MIB, Client, path_of, summary, tree_cpu, tree_rss
 
-SETS = ("memory", "uploads", "concurrent", "large", "downloads", "small", "startup")  # in order
+SETS = ("memory", "uploads", "concurrent", "large", "downloads", "small", "cli", "startup")
+CLI_JOBS = 8
 KINDS = ("PUT", "multipart POST")
 EXE = os.path.join(h.ROOT, "dist", "imagestore")
 RESULTS = os.path.join(h.ROOT, "bench", "results")
@@ -55,12 +59,14 @@ class Plan:
         self.large = {64: 2, 512: 1} if quick else {64: 7, 512: 5}
         self.wrk_runs, self.wrk_seconds = (2, 2) if quick else (5, 5)
         self.startups = 3 if quick else 10
+        self.cli_files, self.cli_rounds = (200, 2) if quick else (500, 5)
 
     def __str__(self) -> str:
         return (
             f"Rounds: {self.rounds} (batches of {self.sequential} sequential uploads, of "
             f"{CLIENTS} x {self.per_client} concurrent ones, downloads); {self.large[64]} x 64 "
-            f"MiB, {self.large[512]} x 512 MiB; wrk {self.wrk_runs} x {self.wrk_seconds} s."
+            f"MiB, {self.large[512]} x 512 MiB; wrk {self.wrk_runs} x {self.wrk_seconds} s; "
+            f"push/pull {self.cli_rounds} x {self.cli_files} files."
         )
 
 
@@ -336,6 +342,89 @@ class Bench:
             note = f", p99 {summary(p99)['median']:.2f} ms"
             base = f"{base}, p99 {summary(nginx_p99)['median']:.2f} ms"
             self.table.add(what, "req/s", list(rps), base, list(nginx), (">=", 0.2), note)
+
+    def cli(self) -> None:
+        """Wall time of each command, process start included (as a user sees it)."""
+        count, imagestore = self.plan.cli_files, os.path.join(h.ROOT, "imagestore.py")
+        folder = Path(self.work, "push")
+        folder.mkdir()
+        for i in range(count):
+            (folder / f"{i:04}.png").write_bytes(self.body())
+        total = sum(f.stat().st_size for f in folder.iterdir())
+        base = f"http://127.0.0.1:{self.service.port}"
+        env = h.clean_env(IMAGESTORE_URL=base)
+
+        def curl(lines: list[str], what: str) -> None:
+            config = Path(self.work, "curl.cfg")
+            head = [
+                "parallel",
+                f"parallel-max = {CLI_JOBS}",
+                "silent",
+                'write-out = "%{http_code}\\n"',
+            ]
+            config.write_text("\n".join(head + lines) + "\n")
+            done = subprocess.run(["curl", "-K", str(config)], capture_output=True, text=True)
+            codes = done.stdout.split()
+            if done.returncode != 0 or codes != ["200"] * count:
+                raise RuntimeError(f"curl {what}: {done.returncode}, {sorted(set(codes))}")
+
+        def command(*args: str) -> None:
+            done = subprocess.run([sys.executable, imagestore, *args], capture_output=True, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"imagestore {args[0]}: {done.returncode} {done.stderr[-500:]!r}"
+                )
+
+        def push(key: str, r: int) -> float:
+            album = f"cli-{r}-{key.split()[0]}"
+            began = time.perf_counter()
+            if key.startswith("curl"):
+                h.create_album(self.service.port, album)
+                curl(
+                    [
+                        f'upload-file = "{f}"\nurl = "{base}{path_of(album, "images", f.name)}"\n'
+                        'output = "/dev/null"'
+                        for f in sorted(folder.iterdir())
+                    ],
+                    "PUT",
+                )
+            else:
+                command("push", str(folder), "--album", album, "--jobs", str(CLI_JOBS))
+            seconds = time.perf_counter() - began
+            self.service.ok("DELETE", path_of(album))
+            time.sleep(0.2)
+            return total / seconds / 1e6
+
+        def pull(key: str, r: int) -> float:
+            into = Path(self.work, f"pull-{r}-{key.split()[0]}")
+            began = time.perf_counter()
+            if key.startswith("curl"):
+                into.mkdir()
+                curl(
+                    [
+                        f'url = "{base}{path_of("cli-pull", "images", f.name)}"\n'
+                        f'output = "{into / f.name}"'
+                        for f in sorted(folder.iterdir())
+                    ],
+                    "GET",
+                )
+            else:
+                command("pull", "cli-pull", str(into), "--jobs", str(CLI_JOBS))
+            seconds = time.perf_counter() - began
+            shutil.rmtree(into)
+            return total / seconds / 1e6
+
+        keys = [f"imagestore push --jobs {CLI_JOBS}", f"curl --parallel-max {CLI_JOBS}"]
+        runs = self.rounds(self.plan.cli_rounds, keys, push)
+        what = f"push of {count} x 1 MiB files, {CLI_JOBS} at once"
+        self.table.add(what, "MB/s", runs[keys[0]], keys[1] + " PUT", runs[keys[1]], (">=", 0.9))
+        command("push", str(folder), "--album", "cli-pull", "--jobs", str(CLI_JOBS))
+        keys = [f"imagestore pull --jobs {CLI_JOBS}", f"curl --parallel-max {CLI_JOBS}"]
+        runs = self.rounds(self.plan.cli_rounds, keys, pull)
+        what = f"pull of {count} x 1 MiB files, {CLI_JOBS} at once (pull: sha256 checked, fsync)"
+        self.table.add(what, "MB/s", runs[keys[0]], keys[1] + " GET", runs[keys[1]])
+        self.service.ok("DELETE", path_of("cli-pull"))
+        shutil.rmtree(folder)
 
     def startup(self) -> None:
         if not os.path.isfile(EXE):

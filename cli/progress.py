@@ -22,6 +22,10 @@ class Progress:
                 total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=what, file=out
             )
 
+    @property
+    def on_terminal(self) -> bool:
+        return self._bar is not None
+
     def update(self, done_bytes: int, total_bytes: int, items: str) -> None:
         if self._bar is not None:
             self._bar.total = total_bytes
@@ -38,6 +42,13 @@ class Progress:
                 file=self._out,
                 flush=True,
             )
+
+    def note(self, line: str) -> None:
+        """A line of its own (above the bar on a terminal)."""
+        if self._bar is not None:
+            self._bar.write(line, file=self._out)
+        else:
+            print(line, file=self._out, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -258,3 +258,42 @@ def test_the_service_stops_when_its_bootloader_is_killed(run_exe, tmp_path):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{service}"), "the service outlived its bootloader"
     assert proc.wait_for_log("stopped"), proc.log()
+
+
+def test_the_executables_push_pull_and_ls_against_the_executables_service(run_exe, tmp_path):
+    port = free_port()
+    proc = run_exe(
+        "--port", str(port), "--data", str(tmp_path / "db"), env={"IMAGESTORE_MQTT": "off"}
+    )
+    assert proc.wait_ready(port)
+    folder = tmp_path / "trip"
+    (folder / "day2").mkdir(parents=True)
+    images = {"a.png": png(3, 2, padding=400_000), "b.png": png(5, 1, padding=10)}
+    (folder / "a.png").write_bytes(images["a.png"])
+    (folder / "day2" / "b.png").write_bytes(images["b.png"])
+    (folder / "notes.txt").write_text("not an image")
+    env = {"IMAGESTORE_URL": f"http://127.0.0.1:{port}"}
+
+    def client(*args: str) -> tuple[int, str]:
+        out = tmp_path / "client.out"
+        command = run_exe(*args, env=env, stdout=out)
+        code = command.wait_exit(60)
+        return code, out.read_text() + command.log()
+
+    code, output = client("push", str(folder), "--recursive", "--jobs", "8")
+    assert code == 0, output
+    assert "push: 2 sent, 0 already there, 1 not images, 0 failed" in output
+    code, output = client("push", str(folder), "--recursive")
+    assert code == 0 and "push: 0 sent, 2 already there" in output, output
+    code, output = client("ls")
+    assert (code, output.splitlines()[0]) == (0, "trip"), output
+    code, output = client("ls", "trip")
+    assert code == 0 and " image/png " in output and output.splitlines()[1].endswith(" b.png")
+    back = tmp_path / "back"
+    code, output = client("pull", "trip", str(back))
+    assert code == 0 and "pull: 2 received" in output, output
+    assert {p.name: p.read_bytes() for p in back.iterdir()} == images
+    code, output = client("push")
+    assert code == 2 and "the following arguments are required: DIR" in output
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait_exit() == 0
