@@ -7,6 +7,7 @@ import os
 import uuid
 
 import pytest
+from backends import every_backend  # noqa: F401 (the fixture "backend": every pair)
 
 from store.errors import NotFound
 

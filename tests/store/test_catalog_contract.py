@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+from backends import every_backend  # noqa: F401 (the fixture "backend": every pair)
 
 from store.backends import open_catalog
 from store.errors import Conflict, NotFound

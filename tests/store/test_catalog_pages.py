@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from backends import every_backend  # noqa: F401 (the fixture "backend": every pair)
 
 from store.errors import Conflict, NotFound
 from store.listing import NameRange, prefix_upper_bound
