@@ -193,14 +193,6 @@ def backend(request, tmp_path):
     return make_backend(request, request.param, tmp_path / "image-db")
 
 
-@pytest.fixture(name="backend", params=sorted(BACKENDS))
-def every_backend(request, tmp_path):
-    """Each adapter pair, postgresql+file too: the contract tests (tests/store/) take it
-    in place of ``backend`` by importing it (a conftest.py there would shadow the
-    tests' ``from conftest import ...``)."""
-    return make_backend(request, request.param, tmp_path / "image-db")
-
-
 @pytest.fixture
 def outbox_limit():
     return 1000

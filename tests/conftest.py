@@ -75,7 +75,8 @@ def no_traceback_in_the_service_log(request):
     yield
     root.removeHandler(catcher)
     logs = set(SERVICE_LOGS)
-    tmp_path = request.node.funcargs.get("tmp_path")  # torn down by now, still on disk
+    # funcargs is None for some items (doctests, and tests whose set-up failed).
+    tmp_path = (request.node.funcargs or {}).get("tmp_path")  # torn down, still on disk
     if tmp_path is not None:
         logs.update(tmp_path.rglob("*.log"))  # test_crash.py's own runner writes there too
     found = catcher.caught + _new_tracebacks(logs)

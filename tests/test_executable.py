@@ -201,6 +201,39 @@ def test_the_executable_serves_stores_notifies_documents_and_stops(run_exe, tmp_
         broker.stop()
 
 
+def test_the_executable_serves_from_postgresql_and_s3(
+    run_exe, tmp_path, postgres_cluster, seaweedfs
+):
+    """The scale-out backends from the executable, with forked workers: a hidden import
+    missing from the bundle (asyncpg's, obstore's) fails here, not on an operator's host."""
+    bucket = seaweedfs.new_bucket()
+    port = free_port()
+    proc = run_exe(
+        env={
+            **seaweedfs.env(),
+            "IMAGESTORE_PORT": str(port),
+            "IMAGESTORE_CATALOG": postgres_cluster.new_database(),
+            "IMAGESTORE_BLOBS": f"s3://{bucket}/images",
+            "IMAGESTORE_WORKERS": "2",
+        }
+    )
+    assert proc.wait_ready(port), proc.log()
+    create_album(port, "pets")
+    small, large = png(padding=3000), png(padding=7 * 1024 * 1024)  # one PUT; multipart
+    for name, image in (("small.png", small), ("large.png", large)):
+        assert request(port, "PUT", path_of("pets", "images", name), image)[0] == 200
+    for name, image in (("small.png", small), ("large.png", large)):
+        status, _, answer = request(port, "GET", path_of("pets", "images", name))
+        assert status == 200 and answer == image
+    status, _, answer = request(port, "GET", "/healthz")
+    health = json.loads(answer)
+    assert status == 200 and health["catalog"]["reachable"] and health["blobs"]["reachable"]
+    objects = seaweedfs.client().list_objects_v2(Bucket=bucket, Prefix="images/")
+    assert sorted(item["Size"] for item in objects["Contents"]) == [len(small), len(large)]
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait_exit() == 0, proc.log()
+
+
 def test_prodmode_and_settings_from_the_environment(run_exe, tmp_path):
     port = free_port()
     data = tmp_path / "elsewhere"

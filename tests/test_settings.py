@@ -60,6 +60,11 @@ BAD_VALUES = [
     ("IMAGESTORE_SEND_TIMEOUT_SECONDS", "0", "is not a number of seconds above 0"),
     ("IMAGESTORE_BODY_TIMEOUT_SECONDS", "0.0", "is not a number of seconds above 0"),
     ("IMAGESTORE_IDLE_TIMEOUT_SECONDS", "-1", "is not a number of seconds above 0"),
+    ("IMAGESTORE_BLOBS", "ftp://x/y", "the known kinds are file://, s3://"),
+    ("IMAGESTORE_BLOBS", "s3:///prefix", "names no bucket: s3://bucket/prefix"),
+    ("IMAGESTORE_BLOBS", "s3://b/p?sweep_min_age=-1", "sweep_min_age must be a number of seconds"),
+    ("IMAGESTORE_BLOBS", "s3://b/p?sweep_min_age=nan", "sweep_min_age must be a number of seconds"),
+    ("IMAGESTORE_BLOBS", "s3://b/p?colour=red", "unknown parameter 'colour'"),
 ]
 
 

@@ -7,9 +7,13 @@ import os
 import uuid
 
 import pytest
-from backends import every_backend  # noqa: F401 (the fixture "backend": every pair)
+from backends import BACKENDS
 
 from store.errors import NotFound
+
+# The contract tests run on every backend pair, postgresql+file too (the HTTP suite
+# runs on tests/backends.py's HTTP_BACKENDS).
+pytestmark = pytest.mark.parametrize("backend", sorted(BACKENDS), indirect=True)
 
 KiB = 1024
 MiB = 1024 * KiB

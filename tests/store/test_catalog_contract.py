@@ -7,11 +7,15 @@ import json
 import uuid
 
 import pytest
-from backends import every_backend  # noqa: F401 (the fixture "backend": every pair)
+from backends import BACKENDS
 
 from store.backends import open_catalog
 from store.errors import Conflict, NotFound
 from store.ports import ImageRecord
+
+# The contract tests run on every backend pair, postgresql+file too (the HTTP suite
+# runs on tests/backends.py's HTTP_BACKENDS).
+pytestmark = pytest.mark.parametrize("backend", sorted(BACKENDS), indirect=True)
 
 
 def record(album: str, name: str, sha: str = "a" * 64, size: int = 10) -> ImageRecord:

@@ -10,11 +10,14 @@ import time
 import uuid
 
 import pytest
-from backends import every_backend  # noqa: F401 (the fixture "backend": every pair)
+from backends import BACKENDS
 
 from store.errors import Conflict, NotFound
 from store.listing import NameRange, prefix_upper_bound
 from store.ports import ImageRecord
+
+# Every backend pair, postgresql+file too (as the other contract tests).
+pytestmark = pytest.mark.parametrize("backend", sorted(BACKENDS), indirect=True)
 
 
 def record(album: str, name: str, size: int = 10, sha: str = "") -> ImageRecord:
