@@ -463,3 +463,18 @@ async def test_the_sweep_recovers_the_cache_after_a_crash(api, store, backend):
     ]
     assert kept not in backend.published() and "f" * 32 not in backend.published()
     assert await store.catalog.drop_renditions(None) == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_rendition_over_its_time_limit_is_stopped_with_503(api, store):
+    await stored(api, "photo.jpg", real(".jpg", 2000, 1500))
+    store.render_seconds = 1e-6
+    response = await rendition(api, "photo.jpg", "width=64")
+    assert response.code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert (
+        "took longer than" in body_json(response)["error"]
+        or "too long" in body_json(response)["error"]
+    )
+    store.render_seconds = 30.0
+    assert (await rendition(api, "photo.jpg", "width=64")).code == 200
