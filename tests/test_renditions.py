@@ -478,3 +478,32 @@ async def test_a_rendition_over_its_time_limit_is_stopped_with_503(api, store):
     )
     store.render_seconds = 30.0
     assert (await rendition(api, "photo.jpg", "width=64")).code == 200
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_eager_renditions_are_made_after_the_upload_answer(backend):
+    eager = open_store(
+        backend.backends, 1 << 20, rendition_cache_bytes=1 << 20, renditions_on_upload=(64, 256)
+    )
+    try:
+        await eager.create_album("pets")
+        upload = await eager.begin_upload("pets", "photo.jpg")
+        await upload.write(real(".jpg", 300, 200))
+        record = await upload.commit()
+        await eager.settled()
+        for key in ("w64h0inside.jpegq0", "w256h0inside.jpegq0"):
+            cached = await eager.catalog.find_rendition(record.blob_key, key)
+            assert cached is not None and cached.content_type == "image/jpeg", key
+        assert (
+            await eager.catalog.find_rendition(record.blob_key, "w64h0inside.jpegq0")
+        ).width == 64
+    finally:
+        eager.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_png_renditions_ignore_quality(api, store):
+    await stored(api, "pic.png", real(".png", 100, 100))
+    a = await rendition(api, "pic.png", "width=64&quality=10")
+    b = await rendition(api, "pic.png", "width=64&quality=90")
+    assert a.headers["ETag"] == b.headers["ETag"] and a.body == b.body
