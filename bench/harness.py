@@ -277,9 +277,14 @@ def dd(path: str, mib: int) -> float:
     return float(re.search(r"copied, ([\d.]+) s", done.stderr).group(1))
 
 
-def wrk(url: str, seconds: float, connections: int = 32) -> tuple[float, float]:
-    """(requests/s, p99 in ms) of ``wrk -t2 -c32 --latency``; any error raises."""
+def wrk(
+    url: str, seconds: float, connections: int = 32, script: str | None = None
+) -> tuple[float, float]:
+    """(requests/s, p99 in ms) of ``wrk -t2 -c32 --latency`` (``script``: a Lua file
+    that makes the requests); any error raises."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+    if script:
+        command[1:1] = ["-s", script]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk {url}:\n{out}")

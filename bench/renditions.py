@@ -95,8 +95,9 @@ class Thumbor:
         h.wait_for_port(self.port)
 
     @staticmethod
-    def path(name: str, width: int, fmt: str) -> str:
-        return f"/unsafe/{width}x0/filters:format({fmt})/{name}"
+    def path(name: str, width: int, fmt: str, quality: bool = False) -> str:
+        filters = f"format({fmt})" + (":quality(%d)" if quality else "")
+        return f"/unsafe/{width}x0/filters:{filters}/{name}"
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -112,6 +113,25 @@ def service(data: str, cache_bytes: int, folder: str) -> h.Service:
         IMAGESTORE_RENDITION_CACHE_BYTES=str(cache_bytes),
     )
     return h.Service([h.sys.executable, os.path.join(ROOT, "imagestore.py")], data, env, folder)
+
+
+RANDOM_QUALITY_LUA = """
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+request = function()
+  return wrk.format("GET", string.format("%s", math.random(50, 99)))
+end
+"""
+
+
+def distinct(folder: str, pattern: str) -> str:
+    """A wrk script asking ``pattern`` (with %d: the quality) at a random quality each
+    time: no two requests in flight share a rendition (which the service would make
+    once for both), for imagestore and thumbor alike."""
+    path = os.path.join(folder, f"wrk-{abs(hash(pattern))}.lua")
+    Path(path).write_text(
+        RANDOM_QUALITY_LUA.replace("%s", pattern.replace("%", "%%").replace("%%d", "%d"), 1)
+    )
+    return path
 
 
 def rendition_path(name: str, width: int, fmt: str, quality: int | None = None) -> str:

@@ -97,7 +97,8 @@ def rendition_spec(
     auto = chosen == "auto"
     if auto:
         chosen = negotiated(accept, content_type in ("image/png", "image/gif", "image/webp"))
-    return Spec(width, height, fit, chosen, quality), auto
+    # PNG has no quality: one rendition (and one cache entry) whatever is asked.
+    return Spec(width, height, fit, chosen, None if chosen == "png" else quality), auto
 
 
 def _allowed(side: int | None, policy: RenditionPolicy) -> int | None:

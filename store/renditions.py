@@ -158,8 +158,11 @@ def _limit_time(image: pyvips.Image, deadline: float) -> None:
     """libvips stops computing the image once past the deadline."""
 
     def on_eval(target: pyvips.Image, _progress: object) -> None:
-        if time.monotonic() > deadline:
-            target.set_kill(True)
+        try:
+            if time.monotonic() > deadline:
+                target.set_kill(True)
+        except Exception:  # called from C: nothing may escape (libvips goes on)
+            pass
 
     image.set_progress(True)
     image.signal_connect("eval", on_eval)

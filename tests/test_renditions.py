@@ -463,3 +463,47 @@ async def test_the_sweep_recovers_the_cache_after_a_crash(api, store, backend):
     ]
     assert kept not in backend.published() and "f" * 32 not in backend.published()
     assert await store.catalog.drop_renditions(None) == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_rendition_over_its_time_limit_is_stopped_with_503(api, store):
+    await stored(api, "photo.jpg", real(".jpg", 2000, 1500))
+    store.render_seconds = 1e-6
+    response = await rendition(api, "photo.jpg", "width=64")
+    assert response.code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert (
+        "took longer than" in body_json(response)["error"]
+        or "too long" in body_json(response)["error"]
+    )
+    store.render_seconds = 30.0
+    assert (await rendition(api, "photo.jpg", "width=64")).code == 200
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_eager_renditions_are_made_after_the_upload_answer(backend):
+    eager = open_store(
+        backend.backends, 1 << 20, rendition_cache_bytes=1 << 20, renditions_on_upload=(64, 256)
+    )
+    try:
+        await eager.create_album("pets")
+        upload = await eager.begin_upload("pets", "photo.jpg")
+        await upload.write(real(".jpg", 300, 200))
+        record = await upload.commit()
+        await eager.settled()
+        for key in ("w64h0inside.jpegq0", "w256h0inside.jpegq0"):
+            cached = await eager.catalog.find_rendition(record.blob_key, key)
+            assert cached is not None and cached.content_type == "image/jpeg", key
+        assert (
+            await eager.catalog.find_rendition(record.blob_key, "w64h0inside.jpegq0")
+        ).width == 64
+    finally:
+        eager.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_png_renditions_ignore_quality(api, store):
+    await stored(api, "pic.png", real(".png", 100, 100))
+    a = await rendition(api, "pic.png", "width=64&quality=10")
+    b = await rendition(api, "pic.png", "width=64&quality=90")
+    assert a.headers["ETag"] == b.headers["ETag"] and a.body == b.body
