@@ -21,8 +21,6 @@ from store.attributed import Attributed
 from store.errors import StorageUnavailable
 from store.file_blobs import FileBlobStore, FolderLock, remove_unfinished_uploads
 from store.ports import BlobStore, Catalog
-from store.postgres_catalog import PostgresCatalog
-from store.s3_blobs import S3BlobStore, parse_s3_url
 from store.sqlite_catalog import CatalogLock, SqliteCatalog
 from store.store import ImageStore
 
@@ -71,6 +69,8 @@ def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
         known = ", ".join(f"{name}://" for name in schemes)
         raise UnknownBackend(f"{url!r} is not a {what} URL: the known kinds are {known}")
     if scheme == "s3":
+        from store.s3_blobs import parse_s3_url  # see open_catalog
+
         try:
             parse_s3_url(url)
         except ValueError as err:
@@ -92,12 +92,18 @@ def open_catalog(url: str, outbox_limit: int | None) -> Catalog:
     scheme = urlsplit(check_url(url, CATALOG_SCHEMES, "catalog")).scheme
     if scheme == "sqlite":
         return SqliteCatalog(local_path(url), outbox_limit)
+    # Imported when named: one host (and the command line) never loads asyncpg or
+    # obstore, which cost a start-up 40 ms from source, more from the executable.
+    from store.postgres_catalog import PostgresCatalog
+
     return PostgresCatalog(url, outbox_limit)
 
 
 def open_blobs(url: str) -> BlobStore:
     scheme = urlsplit(check_url(url, BLOB_SCHEMES, "blob store")).scheme
     if scheme == "s3":
+        from store.s3_blobs import S3BlobStore  # see open_catalog
+
         return S3BlobStore(url)
     return FileBlobStore(local_path(url))
 
