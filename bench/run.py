@@ -11,6 +11,9 @@ in the same run; README's "Performance" says what each row measures. The sets:
   small       wrk: a 64 KiB image and GET /albums vs nginx
   cli         `imagestore push` of 500 x 1 MiB files with --jobs 8 vs curl --parallel
               PUTs of the same files, 8 at once; `pull` of them vs curl --parallel GETs
+  pages       wrk: the first and the 100th page (limit=100, detail=true) of a
+              200,000-image album, list cache off (the keyset read itself)
+  archive     GET an album's ZIP (8 x 64 MiB) vs zip -0 of the same files
   startup     dist/imagestore's cold start, when it is built
 
 --compare REF checks REF out in a temporary git worktree and runs its service (from
@@ -26,6 +29,7 @@ import itertools
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,7 +39,19 @@ from pathlib import Path
 import harness as h
 from harness import MIB, Client, path_of, summary, tree_cpu, tree_rss
 
-SETS = ("memory", "uploads", "concurrent", "large", "downloads", "small", "cli", "startup")
+SETS = (
+    "memory",
+    "uploads",
+    "concurrent",
+    "large",
+    "downloads",
+    "small",
+    "pages",
+    "archive",
+    "cli",
+    "startup",
+)  # in order
+PAGE_ALBUM_IMAGES = 200_000
 CLI_JOBS = 8
 KINDS = ("PUT", "multipart POST")
 EXE = os.path.join(h.ROOT, "dist", "imagestore")
@@ -426,6 +442,82 @@ class Bench:
         self.service.ok("DELETE", path_of("cli-pull"))
         shutil.rmtree(folder)
 
+    def pages(self) -> None:
+        """A catalog of 200,000 images (written straight into SQLite: the bench
+        measures reads), served with the list cache off."""
+        data = os.path.join(self.work, "pages-data")
+        seed_album(data, "big", PAGE_ALBUM_IMAGES)
+        command = [sys.executable, os.path.join(h.ROOT, "imagestore.py")]
+        env = h.clean_env(**{**SETTINGS, "IMAGESTORE_MQTT": "off", **self.args.env})
+        env["IMAGESTORE_LIST_CACHE_BYTES"] = "0"
+        service = h.Service(command, data, env, h.ROOT)
+        try:
+            base = (
+                f"http://127.0.0.1:{service.port}{path_of('big', 'images')}?limit=100&detail=true"
+            )
+            urls = {"first page": base, "100th page": base + f"&after={image_name(9899)}"}
+            for url in urls.values():
+                h.wrk(url, 1)  # warm-up
+            runs = self.rounds(
+                self.plan.wrk_runs, urls, lambda key, r: h.wrk(urls[key], self.plan.wrk_seconds)
+            )
+        finally:
+            service.stop()
+        (first, first_p99), (deep, deep_p99) = (
+            list(zip(*runs[key], strict=True)) for key in ("first page", "100th page")
+        )
+        what = "GET images?limit=100&detail=true of 200,000"
+        note = f", p99 {summary(first_p99)['median']:.2f} ms"
+        self.table.add(f"{what}, first page", "req/s", list(first), note=note)
+        note = f", p99 {summary(deep_p99)['median']:.2f} ms"
+        self.table.add(
+            f"{what}, 100th page",
+            "req/s",
+            list(deep),
+            "the first page",
+            list(first),
+            (">=", 1 / 1.2),
+            note,
+        )
+
+    def archive(self) -> None:
+        files = [Path(self.www, f"archive-{index}.png") for index in range(8)]
+        for index, path in enumerate(files):
+            body = bytearray(self.files[64].read_bytes())
+            body[64:72] = index.to_bytes(8, "big")
+            path.write_bytes(body)
+        h.create_album(self.service.port, "archive")
+        for path in files:
+            self.service.ok("PUT", path_of("archive", "images", path.name), path.read_bytes())
+        total = sum(path.stat().st_size for path in files)
+        out = os.path.join(self.work, "zip0.zip")
+
+        def one(key: str, r: int) -> float:
+            if key == "zip -0":
+                began = time.perf_counter()
+                subprocess.run(["zip", "-0", "-q", "-j", out, *map(str, files)], check=True)
+                seconds = time.perf_counter() - began
+                os.remove(out)
+                return total / seconds / 1e6
+            with Client(self.service.port) as client:
+                status, received, seconds = client.send("GET", path_of("archive") + "/archive")
+            if status != 200 or received < total:
+                raise RuntimeError(f"archive: HTTP {status}, {received} bytes")
+            return total / seconds / 1e6
+
+        runs = self.rounds(self.plan.rounds, ["zip -0", "imagestore"], one)
+        self.table.add(
+            "album archive, 8 x 64 MiB (ZIP, stored)",
+            "MB/s",
+            runs["imagestore"],
+            "zip -0 of the files",
+            runs["zip -0"],
+            (">=", 0.8),
+        )
+        self.service.ok("DELETE", path_of("archive"))
+        for path in files:
+            path.unlink()
+
     def startup(self) -> None:
         if not os.path.isfile(EXE):
             print("  not measured: dist/imagestore is not built (`make` builds it)")
@@ -434,6 +526,38 @@ class Bench:
 
         runs = [startup.one_start([EXE])[0] * 1000 for _ in range(self.plan.startups)]
         self.table.add("cold start of dist/imagestore to its first 200", "ms", runs)
+
+
+def image_name(index: int) -> str:
+    return f"img-{index:06d}.jpg"
+
+
+def seed_album(data: str, album: str, count: int) -> None:
+    """An album of ``count`` images in a new SQLite catalog, written in one
+    transaction: the schema from the catalog adapter, the rows straight in (one blob
+    shared by all, as identical bytes would be; its file need not exist to list)."""
+    import asyncio
+
+    sys.path.insert(0, h.ROOT)
+    from store.sqlite_catalog import SqliteCatalog
+
+    path = os.path.join(data, "catalog.sqlite3")
+    catalog = SqliteCatalog(path)
+    asyncio.run(catalog.create_album(album, "{}"))
+    catalog.close()
+    sha, now = "ab" * 32, time.time()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        album_id = db.execute("SELECT id FROM albums WHERE name = ?", (album,)).fetchone()[0]
+        db.execute("INSERT INTO blobs VALUES ('shared', ?, 4096, ?)", (sha, count))
+        db.executemany(
+            "INSERT INTO images (album_id, name, size, sha256, content_type, created_at, "
+            "blob_key, width, height) VALUES (?, ?, 4096, ?, 'image/jpeg', ?, 'shared', 640, 480)",
+            ((album_id, image_name(index), sha, now) for index in range(count)),
+        )
+        db.execute(
+            "UPDATE albums SET image_count = ?, bytes = ? WHERE id = ?",
+            (count, 4096 * count, album_id),
+        )
 
 
 def parse_args() -> argparse.Namespace:

@@ -6,6 +6,7 @@ list of names (``prefix`` may narrow it). Any of them makes it a page, of at mos
 ``limit`` items (1000 when not given).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ class ListQuery:
     paged: bool
 
     @classmethod
-    def parse(cls, argument: Any) -> "ListQuery":
+    def parse(cls, argument: Callable[[str], str | None]) -> "ListQuery":
         """From ``argument(name)``: a query argument's last value, or None."""
         raw_limit, after = argument("limit"), argument("after")
         raw_detail = (argument("detail") or "").lower()
@@ -90,7 +91,9 @@ def image_item(image: ImageRecord) -> dict[str, Any]:
     }
 
 
-def page_body(field: str, page: Page[Any], query: ListQuery, item: Any) -> dict[str, Any]:
+def page_body(
+    field: str, page: Page[Any], query: ListQuery, item: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
     """``{field: [...], "next": ...}``: names, or objects made by ``item``."""
     items = [item(entry) if query.detail else entry.name for entry in page.items]
     body: dict[str, Any] = {field: items}

@@ -156,7 +156,7 @@ def test_schemathesis_finds_no_5xx_and_no_contract_violation(run, tmp_path):
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-6000:]
     tested = re.search(r"Tested: (\d+)", report)
-    assert tested and int(tested.group(1)) == 13, report[-3000:]
+    assert tested and int(tested.group(1)) == 14, report[-3000:]
     assert "Traceback" not in proc.log() and "Uncaught exception" not in proc.log(), proc.log()[
         -5000:
     ]

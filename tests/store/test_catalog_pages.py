@@ -3,8 +3,10 @@ name index (prefix, after, limit), each album's image count, bytes and last chan
 kept in the change's own transaction, and the totals /metrics reports."""
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import random
 import time
 import uuid
@@ -215,3 +217,60 @@ async def test_walks_of_10000_images_skip_none_that_existed_throughout(catalog):
             await catalog.add_image(album_id, record("big", name), added)
         assert seen == sorted(seen) and len(set(seen)) == len(seen), "in order, each once"
         assert set(steady) <= set(seen), "no name that existed throughout is skipped"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_counts_migration_fills_them_from_what_is_there(backend, outbox_limit):
+    """A catalog from before the kept counts: its albums' counts, bytes and last
+    change are filled from their images by the migration."""
+    from store import postgres_catalog, sqlite_catalog
+    from store.backends import local_path, open_catalog
+
+    url = backend.backends.catalog_url
+    rows = [
+        "INSERT INTO albums (id, name, created_at) VALUES (1, 'a', 100), (2, 'b', 200)",
+        "INSERT INTO blobs (key, sha256, size, refs) VALUES ('k1', 's1', 10, 2), ('k2', 's2', 7, 1)",
+        "INSERT INTO images (album_id, name, size, sha256, content_type, created_at, blob_key) "
+        "VALUES (1, 'x', 10, 's1', 'image/png', 150, 'k1'), (1, 'y', 7, 's2', 'image/png', 300, 'k2'), "
+        "(2, 'z', 10, 's1', 'image/png', 120, 'k1')",
+    ]
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        path = local_path(url)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        before = len(sqlite_catalog.MIGRATIONS) - 1
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            for migration in sqlite_catalog.MIGRATIONS[:before]:
+                db.executescript(migration)
+            for statement in rows:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={before}")
+            db.commit()
+    else:
+        import asyncpg
+
+        before = len(postgres_catalog.MIGRATIONS) - 1
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for number, migration in enumerate(postgres_catalog.MIGRATIONS[:before], 1):
+                await connection.execute(migration)
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)", number
+                )
+            for statement in rows:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+    catalog = open_catalog(url, outbox_limit)
+    try:
+        albums = {album.name: album for album in await catalog.album_page(everything(), None)}
+    finally:
+        catalog.close()
+    assert (albums["a"].images, albums["a"].bytes, albums["a"].updated_at) == (2, 17, 300)
+    assert (albums["b"].images, albums["b"].bytes, albums["b"].updated_at) == (1, 10, 200)
+    assert albums["a"].created_at == 100
