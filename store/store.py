@@ -10,9 +10,11 @@ its bytes), builds each change's event and raises domain errors (store.errors).
 import asyncio
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from store import events
@@ -30,6 +32,11 @@ from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
 from store.sniff import SNIFF_BYTES, sniff_image_type
 
 log = logging.getLogger("imagestore.store")
+
+# Hashing runs on these threads, beside the IOLoop (hashlib releases the GIL): one per
+# core. Each upload has at most one piece being hashed, so the queue is bounded by the
+# uploads running.
+HASH_THREADS = os.cpu_count() or 2
 
 
 def new_key() -> str:
@@ -56,10 +63,12 @@ class ImageStore:
         self.min_free_bytes = min_free_bytes
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
+        self.hashing = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hashing")
 
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()
+        self.hashing.shutdown(wait=True)
         self.blobs.close()
         self.catalog.close()
 
@@ -285,6 +294,7 @@ class Upload:
         self._limit = store.max_upload_bytes
         self._size = 0
         self._sha256 = hashlib.sha256()
+        self._hashing: asyncio.Future[None] | None = None  # the piece being hashed
         self._head = bytearray()
         self._content_type: str | None = None
         self.created_at: float | None = None
@@ -308,7 +318,13 @@ class Upload:
                 self._head += chunk[: SNIFF_BYTES - len(self._head)]
                 if len(self._head) >= SNIFF_BYTES:
                     self._content_type = self._sniff()
-            self._sha256.update(chunk)
+            # Hashed on a thread while the next piece arrives, one piece at a time so
+            # that the digest takes them in order.
+            if self._hashing is not None:
+                await self._hashing
+            self._hashing = asyncio.get_running_loop().run_in_executor(
+                self._store.hashing, self._sha256.update, chunk
+            )
             await self.writer.write(chunk)
         except BaseException:
             self.abort()
@@ -332,6 +348,8 @@ class Upload:
                 raise InvalidInput("the file is empty")
             if self._content_type is None:
                 self._content_type = self._sniff()
+            if self._hashing is not None:
+                await self._hashing
             record = ImageRecord(
                 album=self.album,
                 name=self.image,
