@@ -117,18 +117,13 @@ START_WRITEBACK = _start_writeback()
 
 
 class FileBlobWriter:
-    """A temporary file, renamed into place by ``publish``. One owner at a time.
-
-    Each piece is written on the blob store's threads while the next one arrives
-    (one piece in flight: ``write`` returns once the one before is written), and its
-    writeback to the disk starts at once, so that publish's fsync finds little left."""
+    """A temporary file, renamed into place by ``publish``. One owner at a time."""
 
     def __init__(self, store: "FileBlobStore", key: str) -> None:
         self._store = store
         self._key = key
         self.path = os.path.join(store.tmp_dir, f"{os.getpid()}.{key}.part")
         self._written = 0
-        self._pending: asyncio.Future[None] | None = None
         try:
             self._fd: int | None = os.open(
                 self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
@@ -137,21 +132,19 @@ class FileBlobWriter:
             raise storage_error(err) from err
 
     async def write(self, chunk: bytes) -> None:
+        # Into the page cache: no wait for the disk (publish fsyncs, off the IOLoop).
+        # A handoff to a thread would cost more than the copy. The piece's writeback
+        # starts at once, so that publish's fsync finds little left to wait for.
         fd = self._require_fd()
-        await self._settle()
-        offset, self._written = self._written, self._written + len(chunk)
-        self._pending = asyncio.get_running_loop().run_in_executor(
-            self._store._disk, _write_piece, fd, chunk, offset
-        )
-
-    async def _settle(self) -> None:
-        """Wait for the piece in flight; its failure is the domain's error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            try:
-                await pending
-            except OSError as err:
-                raise storage_error(err) from err
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as err:
+            raise storage_error(err) from err
+        if START_WRITEBACK is not None:
+            START_WRITEBACK(fd, self._written, len(chunk))
+        self._written += len(chunk)
 
     def _require_fd(self) -> int:
         if self._fd is None:
@@ -160,11 +153,6 @@ class FileBlobWriter:
 
     async def publish(self) -> None:
         fd = self._require_fd()
-        try:
-            await self._settle()
-        except BaseException:
-            self.abort()
-            raise
         self._fd = None  # the publishing thread owns it now: abort() must not close it
         try:
             await self._store.on_disk(self._store.publish_file, fd, self.path, self._key)
@@ -174,38 +162,15 @@ class FileBlobWriter:
 
     def abort(self) -> None:
         if self._fd is not None:
-            fd, self._fd = self._fd, None
-            self._discard()  # gone at once; a write in flight goes on into the unlinked file
-            pending, self._pending = self._pending, None
-            if pending is None:
-                os.close(fd)
-            else:
-                # Closed only once that write is over (a number closed under a writer
-                # could be reused by another file meanwhile).
-                pending.add_done_callback(lambda done: _close_after(fd, done))
+            os.close(self._fd)
+            self._fd = None
+            self._discard()
 
     def _discard(self) -> None:
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-
-
-def _close_after(fd: int, write: "asyncio.Future[None]") -> None:
-    if not write.cancelled():
-        write.exception()  # retrieved: the upload is dropped, and its failure with it
-    os.close(fd)
-
-
-def _write_piece(fd: int, chunk: bytes, offset: int) -> None:
-    """Write all of ``chunk`` at ``offset`` (on a blob thread) and start its writeback."""
-    view = memoryview(chunk)
-    position = offset
-    while view:
-        written = os.pwrite(fd, view, position)
-        view, position = view[written:], position + written
-    if START_WRITEBACK is not None:
-        START_WRITEBACK(fd, offset, len(chunk))
 
 
 class FileBlobReader:
