@@ -10,7 +10,6 @@ Keys are made by the store (uuid4 hex), so no client input reaches a path.
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import fcntl
 import logging
@@ -29,6 +28,9 @@ T = TypeVar("T")
 
 READ_CHUNK_BYTES = 256 * 1024
 DISK_THREADS = 16
+# A large upload's bytes are flushed to the disk while the rest arrive, each time this
+# many more have been written, so that publish's fsync waits for the last ones only.
+FLUSH_EVERY_BYTES = 8 * 1024 * 1024
 _KEY = re.compile(r"[0-9a-f]{32}")
 
 
@@ -96,26 +98,6 @@ class FolderLock:
             self._fd = None
 
 
-def _start_writeback() -> Callable[[int, int, int], None] | None:
-    """Linux's sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range of the
-    file to the disk now, without waiting. None where the C library lacks it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    call.restype = ctypes.c_int
-
-    def start(fd: int, offset: int, length: int) -> None:
-        call(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; a failure shows at fsync
-
-    return start
-
-
-START_WRITEBACK = _start_writeback()
-
-
 class FileBlobWriter:
     """A temporary file, renamed into place by ``publish``. One owner at a time."""
 
@@ -123,7 +105,8 @@ class FileBlobWriter:
         self._store = store
         self._key = key
         self.path = os.path.join(store.tmp_dir, f"{os.getpid()}.{key}.part")
-        self._written = 0
+        self._unflushed = 0
+        self._flushing: asyncio.Future[None] | None = None
         try:
             self._fd: int | None = os.open(
                 self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
@@ -133,8 +116,7 @@ class FileBlobWriter:
 
     async def write(self, chunk: bytes) -> None:
         # Into the page cache: no wait for the disk (publish fsyncs, off the IOLoop).
-        # A handoff to a thread would cost more than the copy. The piece's writeback
-        # starts at once, so that publish's fsync finds little left to wait for.
+        # A handoff to a thread per piece would cost more than the copy.
         fd = self._require_fd()
         view = memoryview(chunk)
         try:
@@ -142,9 +124,27 @@ class FileBlobWriter:
                 view = view[os.write(fd, view) :]
         except OSError as err:
             raise storage_error(err) from err
-        if START_WRITEBACK is not None:
-            START_WRITEBACK(fd, self._written, len(chunk))
-        self._written += len(chunk)
+        self._unflushed += len(chunk)
+        if self._unflushed >= FLUSH_EVERY_BYTES and (
+            self._flushing is None or self._flushing.done()
+        ):
+            # The disk writes what came so far while the rest arrives (one flush in
+            # flight). A failed flush fails the upload: the kernel reports a write
+            # error to one fsync only, so the final one could not be trusted.
+            await self._flushed()
+            self._unflushed = 0
+            self._flushing = asyncio.get_running_loop().run_in_executor(
+                self._store._disk, os.fdatasync, fd
+            )
+
+    async def _flushed(self) -> None:
+        """Wait for the flush in flight, if any; StorageFull/Unavailable if it failed."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            try:
+                await flushing
+            except OSError as err:
+                raise storage_error(err) from err
 
     def _require_fd(self) -> int:
         if self._fd is None:
@@ -153,6 +153,11 @@ class FileBlobWriter:
 
     async def publish(self) -> None:
         fd = self._require_fd()
+        try:
+            await self._flushed()
+        except BaseException:
+            self.abort()
+            raise
         self._fd = None  # the publishing thread owns it now: abort() must not close it
         try:
             await self._store.on_disk(self._store.publish_file, fd, self.path, self._key)
@@ -162,15 +167,28 @@ class FileBlobWriter:
 
     def abort(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
             self._discard()
+            flushing, self._flushing = self._flushing, None
+            if flushing is None:
+                os.close(fd)
+            else:
+                # Closed once the flush is over: a number closed under a thread still
+                # using it could meanwhile be reused by another file.
+                flushing.add_done_callback(lambda done: _close_after(fd, done))
 
     def _discard(self) -> None:
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def _close_after(fd: int, flush: "asyncio.Future[None]") -> None:
+    """Close ``fd`` once ``flush`` (of the dropped upload) is over (done or not)."""
+    if not flush.cancelled():
+        flush.exception()  # retrieved: the upload is dropped, and its failure with it
+    os.close(fd)
 
 
 class FileBlobReader:

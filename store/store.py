@@ -10,11 +10,9 @@ its bytes), builds each change's event and raises domain errors (store.errors).
 import asyncio
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from store import events
@@ -32,13 +30,6 @@ from store.ports import BlobReader, BlobStore, BlobWriter, Catalog, ImageRecord
 from store.sniff import SNIFF_BYTES, sniff_image_type
 
 log = logging.getLogger("imagestore.store")
-
-# Hashing runs on these threads, beside the IOLoop (hashlib releases the GIL): one per
-# core. An upload hands its bytes over in pieces of HASH_PIECE_BYTES (fewer handoffs,
-# each costing more than hashing a few KiB) and has at most one piece being hashed, so
-# the queue is bounded by the uploads running, and the memory by two pieces each.
-HASH_THREADS = os.cpu_count() or 2
-HASH_PIECE_BYTES = 1024 * 1024
 
 
 def new_key() -> str:
@@ -65,12 +56,10 @@ class ImageStore:
         self.min_free_bytes = min_free_bytes
         self._event_listeners: list[Callable[[], None]] = []
         self._uploads: set[Upload] = set()
-        self.hashing = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hashing")
 
     def close(self) -> None:
         for upload in list(self._uploads):
             upload.abort()
-        self.hashing.shutdown(wait=True)
         self.blobs.close()
         self.catalog.close()
 
@@ -223,8 +212,8 @@ class ImageStore:
         self._uploads.add(upload)
         return upload
 
-    async def _record(self, upload: "Upload", record: ImageRecord) -> ImageRecord:
-        """The upload's blob is published: record the image (or remove the blob)."""
+    async def _publish(self, upload: "Upload", record: ImageRecord) -> ImageRecord:
+        await upload.writer.publish()
         try:
             added = await self.catalog.add_image(
                 upload.album_id, record, lambda stored: events.encode(events.image_added(stored))
@@ -296,9 +285,6 @@ class Upload:
         self._limit = store.max_upload_bytes
         self._size = 0
         self._sha256 = hashlib.sha256()
-        self._hashing: asyncio.Future[None] | None = None  # the piece being hashed
-        self._unhashed: list[bytes] = []  # the next piece, as it arrived
-        self._unhashed_bytes = 0
         self._head = bytearray()
         self._content_type: str | None = None
         self.created_at: float | None = None
@@ -322,24 +308,11 @@ class Upload:
                 self._head += chunk[: SNIFF_BYTES - len(self._head)]
                 if len(self._head) >= SNIFF_BYTES:
                     self._content_type = self._sniff()
-            self._unhashed.append(chunk)
-            self._unhashed_bytes += len(chunk)
-            if self._unhashed_bytes >= HASH_PIECE_BYTES:
-                await self._hash_piece()
+            self._sha256.update(chunk)
             await self.writer.write(chunk)
         except BaseException:
             self.abort()
             raise
-
-    async def _hash_piece(self) -> None:
-        """Hand the bytes received so far to a hashing thread, once it has finished
-        the piece before (the digest takes them in order)."""
-        if self._hashing is not None:
-            await self._hashing
-        chunks, self._unhashed, self._unhashed_bytes = self._unhashed, [], 0
-        self._hashing = asyncio.get_running_loop().run_in_executor(
-            self._store.hashing, _hash_into, self._sha256, chunks
-        )
 
     def _sniff(self) -> str:
         content_type = sniff_image_type(bytes(self._head))
@@ -359,10 +332,15 @@ class Upload:
                 raise InvalidInput("the file is empty")
             if self._content_type is None:
                 self._content_type = self._sniff()
-            content_type = self._content_type
-            if self._unhashed:
-                await self._hash_piece()
-            hashing = self._hashing
+            record = ImageRecord(
+                album=self.album,
+                name=self.image,
+                size=self._size,
+                sha256=self._sha256.hexdigest(),
+                content_type=self._content_type,
+                created_at=time.time() if self.created_at is None else self.created_at,
+                blob_key=self._key,
+            )
         except BaseException:
             self.abort()
             raise
@@ -370,31 +348,7 @@ class Upload:
         # shutdown) must not pull it away mid-fsync.
         self._state = "committing"
         try:
-            # The last piece's hashing and the blob's fsync go on together; the
-            # catalog hears of the image once both are done.
-            published = asyncio.ensure_future(self.writer.publish())
-            try:
-                if hashing is not None:
-                    await hashing
-            except BaseException:
-                try:
-                    await published
-                except BaseException:
-                    pass  # the writer removed its blob
-                else:
-                    await self._store.blobs.remove([self._key])
-                raise
-            await published
-            record = ImageRecord(
-                album=self.album,
-                name=self.image,
-                size=self._size,
-                sha256=self._sha256.hexdigest(),
-                content_type=content_type,
-                created_at=time.time() if self.created_at is None else self.created_at,
-                blob_key=self._key,
-            )
-            return await self._store._record(self, record)
+            return await self._store._publish(self, record)
         finally:
             self._state = "done"
             self._store._uploads.discard(self)
@@ -405,11 +359,6 @@ class Upload:
             self._state = "aborted"
             self.writer.abort()
             self._store._uploads.discard(self)
-
-
-def _hash_into(digest: "hashlib._Hash", chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        digest.update(chunk)
 
 
 class ImageReader:
