@@ -85,7 +85,7 @@ class GroupCommitter:
         # True on the writer thread while a batch runs: writes open savepoints.
         self.open = False
         self._lock_fd: int | None = None
-        if lock_path is not None and not os.environ.get("X_NOFLOCK"):
+        if lock_path is not None:
             self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self.batches = 0  # how many transactions, and writes in them (for tests, bench)
         self.writes = 0
