@@ -17,7 +17,7 @@ in the same run; README's "Performance" says what each row measures. The sets:
   startup     dist/imagestore's cold start, when it is built
 
 --compare REF checks REF out in a temporary git worktree and runs its service (from
-source, with this venv) next to this one's: the uploads set measures both.
+source, with this venv) next to this one's: the uploads and concurrent sets measure both.
 """
 
 import argparse
@@ -148,7 +148,7 @@ class Bench:
         self.targets = {kind: (self.service, kind, 200) for kind in KINDS}
         self.targets["nginx PUT"] = (self.nginx, "PUT", 201)
         self.ref = None
-        if args.compare and "uploads" in args.only:
+        if args.compare and {"uploads", "concurrent"} & set(args.only):
             self.ref, tree = stack.enter_context(h.worktree(args.compare))
             print(f"--compare {args.compare}: {self.ref}, checked out in {tree}", flush=True)
             command = [sys.executable, os.path.join(tree, "imagestore.py")]
@@ -285,11 +285,13 @@ class Bench:
                 failed[key].update(code for code in codes if code != ok)
                 return codes.count(ok) / seconds
 
-        runs = self.rounds(self.plan.rounds, [*KINDS, "nginx PUT"], burst)
-        for kind in KINDS:
+        refs = [f"{kind} at {self.ref}" for kind in KINDS] if self.ref else []
+        runs = self.rounds(self.plan.rounds, [*KINDS, *refs, "nginx PUT"], burst)
+        for kind in [*KINDS, *refs]:
             note = f"; FAILED: {dict(failed[kind])}" if failed[kind] else ""
             what, nginx = f"{CLIENTS} clients, 1 MiB uploads, {kind}", runs["nginx PUT"]
-            self.table.add(what, "uploads/s", runs[kind], "nginx PUT", nginx, (">=", 0.7), note)
+            bar = (">=", 0.7) if kind in KINDS else None
+            self.table.add(what, "uploads/s", runs[kind], "nginx PUT", nginx, bar, note)
             if failed[kind]:
                 self.table.rows[-1]["met"] = False
 

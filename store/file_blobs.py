@@ -9,6 +9,7 @@ Keys are made by the store (uuid4 hex), so no client input reaches a path.
 """
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -26,6 +27,10 @@ log = logging.getLogger("imagestore.store")
 T = TypeVar("T")
 
 READ_CHUNK_BYTES = 256 * 1024
+DISK_THREADS = 16
+# A large upload's bytes are flushed to the disk while the rest arrive, each time this
+# many more have been written, so that publish's fsync waits for the last ones only.
+FLUSH_EVERY_BYTES = 8 * 1024 * 1024
 _KEY = re.compile(r"[0-9a-f]{32}")
 
 
@@ -100,6 +105,8 @@ class FileBlobWriter:
         self._store = store
         self._key = key
         self.path = os.path.join(store.tmp_dir, f"{os.getpid()}.{key}.part")
+        self._unflushed = 0
+        self._flushing: asyncio.Future[None] | None = None
         try:
             self._fd: int | None = os.open(
                 self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
@@ -109,12 +116,35 @@ class FileBlobWriter:
 
     async def write(self, chunk: bytes) -> None:
         # Into the page cache: no wait for the disk (publish fsyncs, off the IOLoop).
+        # A handoff to a thread per piece would cost more than the copy.
+        fd = self._require_fd()
         view = memoryview(chunk)
         try:
             while view:
-                view = view[os.write(self._require_fd(), view) :]
+                view = view[os.write(fd, view) :]
         except OSError as err:
             raise storage_error(err) from err
+        self._unflushed += len(chunk)
+        if self._unflushed >= FLUSH_EVERY_BYTES and (
+            self._flushing is None or self._flushing.done()
+        ):
+            # The disk writes what came so far while the rest arrives (one flush in
+            # flight). A failed flush fails the upload: the kernel reports a write
+            # error to one fsync only, so the final one could not be trusted.
+            await self._flushed()
+            self._unflushed = 0
+            self._flushing = asyncio.get_running_loop().run_in_executor(
+                self._store._disk, os.fdatasync, fd
+            )
+
+    async def _flushed(self) -> None:
+        """Wait for the flush in flight, if any; StorageFull/Unavailable if it failed."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            try:
+                await flushing
+            except OSError as err:
+                raise storage_error(err) from err
 
     def _require_fd(self) -> int:
         if self._fd is None:
@@ -123,6 +153,11 @@ class FileBlobWriter:
 
     async def publish(self) -> None:
         fd = self._require_fd()
+        try:
+            await self._flushed()
+        except BaseException:
+            self.abort()
+            raise
         self._fd = None  # the publishing thread owns it now: abort() must not close it
         try:
             await self._store.on_disk(self._store.publish_file, fd, self.path, self._key)
@@ -132,15 +167,28 @@ class FileBlobWriter:
 
     def abort(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
             self._discard()
+            flushing, self._flushing = self._flushing, None
+            if flushing is None:
+                os.close(fd)
+            else:
+                # Closed once the flush is over: a number closed under a thread still
+                # using it could meanwhile be reused by another file.
+                flushing.add_done_callback(lambda done: _close_after(fd, done))
 
     def _discard(self) -> None:
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def _close_after(fd: int, flush: "asyncio.Future[None]") -> None:
+    """Close ``fd`` once ``flush`` (of the dropped upload) is over (done or not)."""
+    if not flush.cancelled():
+        flush.exception()  # retrieved: the upload is dropped, and its failure with it
+    os.close(fd)
 
 
 class FileBlobReader:
@@ -176,7 +224,10 @@ class FileBlobStore:
             os.makedirs(self.tmp_dir, exist_ok=True)
         except OSError as err:
             raise storage_error(err) from err
-        self._disk = ThreadPoolExecutor(4, thread_name_prefix="blob-io")
+        # Threads spend most of their time waiting for the disk (fsync), not on a core:
+        # enough of them that concurrent uploads' fsyncs run together (the file
+        # system commits them in one journal transaction) rather than queue.
+        self._disk = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="blob-io")
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)
@@ -194,19 +245,34 @@ class FileBlobStore:
         return FileBlobWriter(self, key)
 
     def publish_file(self, fd: int, temp_path: str, key: str) -> None:
-        """Make a finished upload durable and move it into place (blocking)."""
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Make a finished upload durable under its key (blocking).
+
+        The rename comes before the fsyncs: nothing reads a key before the catalog
+        records it (after this returns), and a crash in between leaves an orphan that
+        the start-up sweep removes. Every change of names (new shard folders, the
+        rename) comes before the first fsync, which on a journalling file system
+        (ext4, XFS) commits them all in one journal transaction with the file's own
+        metadata; the folders' fsyncs that POSIX asks for then find nothing left to
+        write: one journal commit per upload instead of up to four."""
         final = self.path_of(key)
         shard = os.path.dirname(final)
-        if not os.path.isdir(shard):
-            os.makedirs(shard, exist_ok=True)
-            _fsync_dir(os.path.dirname(shard))
-            _fsync_dir(self.root)
-        os.rename(temp_path, final)
-        _fsync_dir(shard)
+        try:
+            new_shard = not os.path.isdir(shard)
+            if new_shard:
+                os.makedirs(shard, exist_ok=True)
+            os.rename(temp_path, final)
+            try:
+                os.fsync(fd)
+                _fsync_dir(shard)
+                if new_shard:  # its own entry, and its parent's (both new, perhaps)
+                    _fsync_dir(os.path.dirname(shard))
+                    _fsync_dir(self.root)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(final)
+                raise
+        finally:
+            os.close(fd)
 
     async def open(self, key: str) -> FileBlobReader:
         try:

@@ -4,12 +4,18 @@ Writes run on one connection, on one thread of their own (every commit is fsynce
 which must not run on the IOLoop; SQLite takes one writer at a time anyway). Reads use
 a second connection on the caller's thread, which WAL lets run beside the writer.
 
+Group commit: the writes that queue up while the writer thread commits share its next
+transaction, each in a savepoint of its own, and one fsync of the WAL (store/
+group_commit.py). A write's caller hears of it only after that commit: durable as if it
+had committed alone. A member refused (Conflict, NotFound) rolls back to its savepoint
+and the others go on; a storage failure in a member rolls the batch back and runs each
+member alone.
+
 The outbox's order: one writer at a time, so AUTOINCREMENT ids rise in commit order
 and leave no gap (a rolled-back insert rolls its id back too); the pending count is
 the number of rows.
 """
 
-import asyncio
 import contextlib
 import dataclasses
 import errno
@@ -24,6 +30,7 @@ from typing import Any, TypeVar
 
 from store import events
 from store.errors import Conflict, NotFound, StorageFull, StorageUnavailable
+from store.group_commit import GroupCommitter
 from store.listing import NameRange
 from store.ports import (
     AddedImage,
@@ -233,20 +240,28 @@ class SqliteCatalog:
     def __init__(self, path: str, outbox_limit: int | None = None) -> None:
         self.path = path
         folder = os.path.dirname(os.path.abspath(path))
+        self._outbox_limit = outbox_limit
+        self._last_drop_warning = 0.0
         try:
             os.makedirs(folder, exist_ok=True)
+            self._writes = ThreadPoolExecutor(1, thread_name_prefix="catalog-writer")
+            self._batch = GroupCommitter(
+                self._writes,
+                begin=self._begin_batch,
+                commit=self._commit_batch,
+                roll_back=self._roll_back_batch,
+                lock_path=path + ".writer",
+            )
             with _storage_errors():
                 self._writer = _connect(path)
                 self._migrate()
                 self._reader = _connect(path)
         except OSError as err:
             raise StorageUnavailable(f"cannot open the catalog {path}: {err.strerror}") from err
-        self._outbox_limit = outbox_limit
-        self._last_drop_warning = 0.0
-        self._writes = ThreadPoolExecutor(1, thread_name_prefix="catalog-writer")
 
     def close(self) -> None:
         self._writes.shutdown(wait=True)
+        self._batch.close()
         self._reader.close()
         self._writer.close()
 
@@ -275,6 +290,19 @@ class SqliteCatalog:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write's transaction; inside a batch (group commit), its savepoint."""
+        if self._batch.open:
+            with _storage_errors():
+                self._writer.execute("SAVEPOINT member")
+                try:
+                    yield self._writer
+                except BaseException:
+                    if self._writer.in_transaction:
+                        self._writer.execute("ROLLBACK TO member")
+                        self._writer.execute("RELEASE member")
+                    raise
+                self._writer.execute("RELEASE member")
+            return
         with _storage_errors():
             self._writer.execute("BEGIN IMMEDIATE")
             try:
@@ -285,7 +313,20 @@ class SqliteCatalog:
             self._writer.execute("COMMIT")
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writes, fn, *args)
+        return await self._batch.run(fn, *args)
+
+    def _begin_batch(self) -> None:
+        with _storage_errors():
+            self._writer.execute("BEGIN IMMEDIATE")
+
+    def _commit_batch(self) -> None:
+        with _storage_errors():
+            self._writer.execute("COMMIT")
+
+    def _roll_back_batch(self) -> None:
+        with _storage_errors():
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
 
     async def ping(self) -> None:
         self._read("SELECT 1")
