@@ -15,7 +15,7 @@ import pytest
 from backends import BACKENDS
 
 from store.errors import Conflict, NotFound
-from store.listing import NameRange, prefix_upper_bound
+from store.listing import NameRange
 from store.ports import ImageRecord
 
 # Every backend pair, postgresql+file too (as the other contract tests).
@@ -44,14 +44,6 @@ async def add(catalog, album: str, name: str, size: int = 10, sha: str = "") -> 
         await catalog.album_id(album), record(album, name, size, sha), added
     )
     return result.record
-
-
-def test_a_prefix_is_a_range_of_the_name_index():
-    assert prefix_upper_bound("") is None
-    assert prefix_upper_bound("ab") == "ac"
-    assert prefix_upper_bound("a\U0010ffff") == "b"
-    assert prefix_upper_bound("\U0010ffff\U0010ffff") is None
-    assert prefix_upper_bound("\ud7ff") == "\ue000", "surrogates are stepped over"
 
 
 @pytest.mark.gen_test
