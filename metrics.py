@@ -138,6 +138,13 @@ class Metrics:
             ["backend"],
             registry=registry,
         )
+        self.renditions = Counter(
+            "imagestore_renditions",
+            "Renditions served, by source: made (for this request), shared (made once for"
+            " requests asking at the same time), cache (made before).",
+            ["source"],
+            registry=registry,
+        )
         self.events_published = Counter(
             "imagestore_events_published",
             "MQTT messages the broker acknowledged (one per event and topic).",

@@ -191,6 +191,7 @@ class APIHandler(RequestHandler):
     bytes_received = 0
     is_upload = False
     failed_backend: str | None = None
+    rendition_source: str | None = None
 
     def initialize(
         self,

@@ -504,6 +504,7 @@ class ImageHandler(UploadingHandler):
             self.finish()
             return
         made = await self.store.rendition(record, spec)
+        self.rendition_source = made.source  # for the metrics (handlers/observe.py)
         try:
             self._dimension_headers(made.width, made.height)
             self.set_header("Content-Type", made.content_type)

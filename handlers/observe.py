@@ -74,6 +74,9 @@ def log_request(handler: RequestHandler) -> None:
             metrics.bytes_out.labels(route).inc(sent)
         if getattr(handler, "is_upload", False) and status >= 400:
             metrics.uploads_refused.labels(REFUSAL_CAUSES.get(status, "other")).inc()
+        rendition = getattr(handler, "rendition_source", None)
+        if rendition is not None:
+            metrics.renditions.labels(rendition).inc()
         backend = getattr(handler, "failed_backend", None)
         if backend is not None:
             metrics.backend_errors.labels(backend).inc()

@@ -397,10 +397,16 @@ class ImageStore:
                     pass  # evicted since: make it again
                 else:
                     return RenditionReader(
-                        cached.content_type, cached.width, cached.height, reader.size, reader
+                        cached.content_type,
+                        cached.width,
+                        cached.height,
+                        reader.size,
+                        reader,
+                        source="cache",
                     )
         key = (record.blob_key, spec.key)
         making = self._making.get(key)
+        source = "made" if making is None else "shared"
         if making is None:
             making = asyncio.get_running_loop().create_future()
             self._making[key] = making
@@ -416,7 +422,7 @@ class ImageStore:
         else:
             made = await asyncio.shield(making)
         return RenditionReader(
-            spec.content_type, made.width, made.height, len(made.data), made.data
+            spec.content_type, made.width, made.height, len(made.data), made.data, source
         )
 
     async def settled(self) -> None:
@@ -611,7 +617,9 @@ class Upload:
 
 
 class RenditionReader:
-    """A rendition's bytes: from the cache (a blob reader) or just made (in memory)."""
+    """A rendition's bytes: from the cache (a blob reader) or just made (in memory).
+    ``source``: "cache", "made" (by this request) or "shared" (made for another request
+    asking at the same time)."""
 
     def __init__(
         self,
@@ -620,7 +628,9 @@ class RenditionReader:
         height: int,
         size: int,
         data: bytes | BlobReader,
+        source: str = "made",
     ) -> None:
+        self.source = source
         self.content_type = content_type
         self.width = width
         self.height = height

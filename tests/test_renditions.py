@@ -11,6 +11,7 @@ import pytest
 import pyvips
 from conftest import body_json
 from images import BMP, animated_gif, real
+from prometheus_client.parser import text_string_to_metric_families
 
 from handlers import make_app
 from handlers.renditions import RenditionPolicy
@@ -398,6 +399,17 @@ async def test_a_rendition_is_made_once_then_served_from_the_cache(api, store, b
     # Another parameter is another rendition.
     assert (await rendition(api, "photo.jpg", "width=64&format=png")).code == 200
     assert store.imaging.jobs_done == before + 2
+    # /metrics counts them by source: made (and shared by the five asking meanwhile
+    # when they were), then from the cache.
+    response = await api.http.fetch(api.base.removesuffix("/api/v1") + "/metrics")
+    served = {
+        sample.labels["source"]: sample.value
+        for family in text_string_to_metric_families(response.body.decode())
+        for sample in family.samples
+        if sample.name == "imagestore_renditions_total"
+    }
+    assert served.get("made", 0) == 2 and served.get("cache", 0) == 2
+    assert served.get("made", 0) + served.get("shared", 0) + served.get("cache", 0) == 9
 
 
 @pytest.mark.gen_test(timeout=60)
