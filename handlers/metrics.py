@@ -3,9 +3,11 @@
 import hmac
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from handlers.base import APIHandler, http_error
 from metrics import Metrics, gauge
+from store import StorageUnavailable
 
 
 class MetricsHandler(APIHandler):
@@ -22,12 +24,12 @@ class MetricsHandler(APIHandler):
             description: >-
               Requests by method, route and status, latency histograms, bytes in and
               out, uploads refused by cause, backend errors, MQTT messages published;
-              albums, images, bytes and events pending read from the catalog.
+              albums, images, bytes and events pending read from the catalog (left
+              out, with imagestore_catalog_up 0, while it is unreachable).
             content:
               text/plain:
                 schema: {type: string}
           401: {$ref: "#/components/responses/Unauthorized"}
-          503: {$ref: "#/components/responses/Unavailable"}
         """
         key: str = self.settings.get("metrics_key", "")
         if key and not self._has_key(key):
@@ -37,8 +39,39 @@ class MetricsHandler(APIHandler):
                 {"WWW-Authenticate": 'Bearer realm="imagestore metrics"'},
             )
         metrics: Metrics = self.settings["metrics"]
+        # The catalog's figures when it answers; the counters always, so that a scrape
+        # during an outage still shows it (imagestore_catalog_up 0, backend errors).
+        extra = []
+        try:
+            extra = await self._catalog_gauges()
+        except StorageUnavailable:
+            pass
+        extra.append(
+            gauge(
+                "imagestore_catalog_up",
+                "1 when the catalog answered this scrape.",
+                1 if extra else 0,
+            )
+        )
+        if self.notifier_status is not None:
+            try:
+                status = await self.notifier_status()
+            except StorageUnavailable:  # it counts the outbox too
+                status = {"connected": False}
+            extra.append(
+                gauge(
+                    "imagestore_broker_connected",
+                    "1 while the publishing process is connected to the MQTT broker.",
+                    1 if status.get("connected") else 0,
+                )
+            )
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(generate_latest(metrics.scrape_registry(extra)))
+
+    async def _catalog_gauges(self) -> list[GaugeMetricFamily]:
         totals = await self.store.totals()
-        extra = [
+        return [
             gauge("imagestore_albums", "Albums in the catalog.", totals.albums),
             gauge("imagestore_images", "Images in the catalog.", totals.images),
             gauge(
@@ -57,18 +90,6 @@ class MetricsHandler(APIHandler):
                 await self.store.events_dropped(),
             ),
         ]
-        if self.notifier_status is not None:
-            status = await self.notifier_status()
-            extra.append(
-                gauge(
-                    "imagestore_broker_connected",
-                    "1 while the publishing process is connected to the MQTT broker.",
-                    1 if status.get("connected") else 0,
-                )
-            )
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.set_header("Cache-Control", "no-store")
-        self.finish(generate_latest(metrics.scrape_registry(extra)))
 
     def _has_key(self, key: str) -> bool:
         given = self.request.headers.get("Authorization", "")

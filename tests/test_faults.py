@@ -9,6 +9,7 @@ import pytest
 from engines import Postgres, SeaweedFS
 from images import png
 from process import create_album, path_of, request, serve
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture
@@ -17,6 +18,23 @@ def postgres():
     cluster = Postgres().start()
     yield cluster
     cluster.remove()
+
+
+def backend_errors(port) -> dict[str, float]:
+    """imagestore_backend_errors_total by backend, from the live service's /metrics."""
+    status, _, body = request(port, "GET", "/metrics")
+    assert status == 200
+    return {
+        sample.labels["backend"]: sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "imagestore_backend_errors_total"
+    } | {
+        "catalog_up": sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "imagestore_catalog_up"
+    }
 
 
 def until(condition, timeout: float = 20.0):
@@ -61,6 +79,11 @@ def test_postgresql_stopped_gives_503_with_a_sentence_and_the_service_recovers(
     health = json.loads(answer)
     assert health["error"].startswith("the catalog is unreachable")
     assert health["catalog"]["reachable"] is False and health["blobs"]["reachable"] is True
+    # Counted by backend, over both workers: the five refused above, at least.
+    # /metrics still answers, saying the catalog is down.
+    until(lambda: backend_errors(port).get("catalog", 0) >= 5)
+    errors = backend_errors(port)
+    assert errors.get("blobs", 0) == 0 and errors["catalog_up"] == 0
 
     postgres.start()
     until(lambda: request(port, "GET", "/healthz")[0] == 200)
