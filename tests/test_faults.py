@@ -21,20 +21,18 @@ def postgres():
 
 
 def backend_errors(port) -> dict[str, float]:
-    """imagestore_backend_errors_total by backend, from the live service's /metrics."""
+    """imagestore_backend_errors_total by backend, and imagestore_catalog_up as
+    "catalog_up", from the live service's /metrics."""
     status, _, body = request(port, "GET", "/metrics")
     assert status == 200
-    return {
-        sample.labels["backend"]: sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-        if sample.name == "imagestore_backend_errors_total"
-    } | {
-        "catalog_up": sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-        if sample.name == "imagestore_catalog_up"
-    }
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "imagestore_backend_errors_total":
+                found[sample.labels["backend"]] = sample.value
+            elif sample.name == "imagestore_catalog_up":
+                found["catalog_up"] = sample.value
+    return found
 
 
 def until(condition, timeout: float = 20.0):
