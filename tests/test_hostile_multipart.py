@@ -105,6 +105,7 @@ DATA_FILES = {
     "catalog.sqlite3-wal",
     "catalog.sqlite3-shm",
     "catalog.sqlite3.lock",
+    "catalog.sqlite3.writer",
     "blobs/lock",
 }
 

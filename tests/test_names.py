@@ -19,7 +19,7 @@ from store.names import MAX_NAME_BYTES, validate_name
 # --- helpers --------------------------------------------------------------------------
 
 CATALOG_FILES = {"catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"}
-DATA_DIR_ENTRIES = CATALOG_FILES | {"blobs", "catalog.sqlite3.lock"}
+DATA_DIR_ENTRIES = CATALOG_FILES | {"blobs", "catalog.sqlite3.lock", "catalog.sqlite3.writer"}
 
 
 def q(name: str) -> str:
