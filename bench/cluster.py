@@ -136,6 +136,7 @@ class StockS3:
 def measure(target, plan: Plan, files: dict[int, Path]) -> dict[str, list[float]]:
     body = files[1].read_bytes()
     runs: dict[str, list[float]] = {"64 MiB upload": [], "1 MiB uploads": [], "1 MiB GETs": []}
+    target.put_large(files[64])  # warm-up: connections, pools, the bucket's first volume
     for _ in range(plan.rounds):
         runs["64 MiB upload"] += [target.put_large(files[64]) for _ in range(plan.large)]
         runs["1 MiB uploads"].append(target.put_small(body, plan.small))
