@@ -82,6 +82,7 @@ class BlobSource:
         self._deadline = deadline
         self._position = 0  # of the next byte handed to libvips
         self._buffer = b""
+        self._taken = 0  # of the buffer, handed to libvips (no copy of what is left)
         self._chunks: AsyncIterator[bytes] | None = None
         self._fetched = 0  # the position just after the bytes fetched so far
         self.error: StoreError | None = None
@@ -95,7 +96,7 @@ class BlobSource:
 
     def _read(self, size: int) -> bytes | None:
         try:
-            if not self._buffer:
+            if self._taken >= len(self._buffer):
                 if self._position >= self._budget or self.error is not None:
                     self.exhausted = self._budget < self._reader.size
                     return None
@@ -104,11 +105,15 @@ class BlobSource:
                 future = asyncio.run_coroutine_threadsafe(self._fetch(), self._loop)
                 try:
                     self._buffer = future.result(READ_TIMEOUT_SECONDS)
+                    self._taken = 0
                 except FutureTimeout:
                     future.cancel()
                     raise StorageUnavailable("the blob store did not hand over the image") from None
             size = min(size, self._budget - self._position)
-            piece, self._buffer = self._buffer[:size], self._buffer[size:]
+            # libvips asks a few KiB at a time: slicing off the rest of a 256 KiB
+            # buffer each time copied it again (5 ms of CPU per 1 MiB upload).
+            piece = self._buffer[self._taken : self._taken + size]
+            self._taken += len(piece)
             self._position += len(piece)
             return piece
         except StoreError as err:
@@ -136,7 +141,7 @@ class BlobSource:
                 return -1
             if target != self._position:
                 # The bytes buffered are of the old position: read again from the new.
-                self._buffer = b""
+                self._buffer, self._taken = b"", 0
                 old, self._chunks = self._chunks, None
                 if old is not None:
                     asyncio.run_coroutine_threadsafe(_close(old), self._loop)
