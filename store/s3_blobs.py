@@ -270,9 +270,10 @@ class S3BlobReader:
                 )
             position = start
             async for piece in result.stream(min_chunk_size=READ_CHUNK_BYTES):
-                data = bytes(piece)[: end - position]
-                for first in range(0, len(data), READ_CHUNK_BYTES):
-                    yield data[first : first + READ_CHUNK_BYTES]
+                data = bytes(piece)  # one copy, out of obstore's buffer
+                if len(data) > end - position:
+                    data = data[: end - position]
+                yield data
                 position += len(data)
                 if position >= end:
                     return
